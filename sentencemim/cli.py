@@ -1,0 +1,139 @@
+"""The `smim` command line. Each subcommand is a small function; options that
+set a config value carry the config field's name (`--latent-dim` -> latent_dim).
+
+A user mistake (UserError) prints one line on stderr and exits with status 2;
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .config import PRESETS, ModelConfig, TrainConfig
+from .errors import UserError
+
+_HIDDEN_MODEL_FIELDS = {"vocab_size", "pad_id", "unk_id", "sos_id", "eos_id"}
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls, skip=()) -> None:
+    """One flag per dataclass field, default None so explicit values can be told apart."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}.get(
+            str(f.type).split(" |")[0], str)
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
+                       metavar=f.name.upper(), help=f"(default: {f.default})")
+
+
+def _explicit(args, cls, skip=()) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+            if f.name not in skip and getattr(args, f.name, None) is not None}
+
+
+def cmd_train(args) -> int:
+    from .train import train
+    preset = PRESETS[args.preset] if args.preset else {"model": {}, "train": {}}
+    mc = ModelConfig(**{**preset["model"], **_explicit(args, ModelConfig, _HIDDEN_MODEL_FIELDS)})
+    tc_args = _explicit(args, TrainConfig)
+    tc = TrainConfig(**{**preset["train"], **tc_args})
+    overrides = {k: v for k, v in tc_args.items()
+                 if k in ("max_steps", "max_epochs", "eval_every", "log_every", "device", "data_dir")}
+    result = train(mc, tc, args.out, resume=args.resume, overrides=overrides, quiet=args.quiet)
+    print(json.dumps({k: result[k] for k in ("status", "step", "epoch", "best_val", "lr")}))
+    if result["status"] == "interrupted":
+        return 128 + int(result["signal"])
+    return 0
+
+
+def _load_eval_split(path, info, split, data_dir, max_sentences, vocab):
+    """The split of the corpus the model was trained on (or of --corpus)."""
+    from . import corpora
+    from .data import load_split
+    corpus = info.get("train", {}).get("corpus")
+    if corpus is None:
+        raise UserError(f"{path}: the model does not record its corpus; pass --corpus")
+    rc = corpora.resolve(corpus, data_dir or info.get("train", {}).get("data_dir"), splits=(split,))
+    datasets = [load_split(p, vocab, label_column=rc.label_column.get(p, False)) for p in rc.files[split]]
+    ds = datasets[0]
+    if len(datasets) > 1:
+        from .data import Dataset
+        ds = Dataset([s for d in datasets for s in d.seqs], ds.stats, sum(d.oov for d in datasets))
+    print(ds.stats.summary() + (f"; {ds.oov} OOV tokens mapped to <unk>" if ds.oov else ""), file=sys.stderr)
+    return ds.subset(max_sentences, 0)
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate, format_report
+    from .modelio import load_model
+    model, vocab, info = load_model(args.model, args.checkpoint)
+    if args.corpus:
+        info = {**info, "train": {**info.get("train", {}), "corpus": args.corpus}}
+    ds = _load_eval_split(args.model, info, args.split, args.data_dir, args.max_sentences, vocab)
+    for name, v in (("--n-z", args.n_z), ("--repeats", args.repeats), ("--batch-size", args.batch_size)):
+        if v < 1:
+            raise UserError(f"{name} must be a positive integer, got {v}")
+    rep = evaluate(model, ds, vocab, n_z=args.n_z, repeats=args.repeats, seed=args.seed,
+                   batch_size=args.batch_size, bleu=not args.no_bleu, progress=True)
+    rep = {"model": str(args.model), "split": args.split, "corpus": info.get("train", {}).get("corpus"),
+           "objective": info.get("train", {}).get("objective"), **rep}
+    print(format_report(rep))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=2, default=float))
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smim", description="SentenceMIM: sentence-level latent variable language models")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train sMIM / sVAE / AE",
+                       description="Train a model. Defaults are the paper's PTB settings.")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--preset", choices=sorted(PRESETS), help="ptb (default settings) or large (Yahoo/Yelp/WT103)")
+    t.add_argument("--quiet", action="store_true")
+    _add_config_flags(t, ModelConfig, _HIDDEN_MODEL_FIELDS)
+    _add_config_flags(t, TrainConfig)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="bounds, perplexities, BLEU on a split")
+    e.add_argument("model", help="run directory, model directory or checkpoint file")
+    e.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    e.add_argument("--corpus", help="evaluate on this corpus instead of the training corpus")
+    e.add_argument("--data-dir")
+    e.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    e.add_argument("--n-z", type=int, default=1, help="z samples per sentence for the MELBO")
+    e.add_argument("--repeats", type=int, default=10, help="MELBO repeats for mean/std (paper: 10)")
+    e.add_argument("--batch-size", type=int, default=100)
+    e.add_argument("--max-sentences", type=int, default=0, help="evaluate a fixed random subset (0 = all)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--no-bleu", action="store_true")
+    e.add_argument("--json", help="write the report here")
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"smim {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Model files. Two artifacts:
+
+  * inference directory (Hugging Face layout): config.json + model.safetensors + vocab.json
+  * training run directory: checkpoint-{best,latest}.pt + vocab.json (see train.py)
+
+`load_model(path)` accepts either, or a checkpoint file itself. Nothing is unpickled:
+safetensors + JSON, and checkpoints through torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .config import ModelConfig, from_dict, to_dict
+from .errors import UserError
+from .model import SentenceAE
+from .vocab import Vocab
+
+CONFIG_FORMAT = "sentencemim-model-1"
+
+
+def save_pretrained(model: SentenceAE, vocab: Vocab, directory: str | Path, extra: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(d / "model.safetensors"), metadata={"format": CONFIG_FORMAT})
+    cfg = {"format": CONFIG_FORMAT, "model": to_dict(model.cfg), **(extra or {})}
+    (d / "config.json").write_text(json.dumps(cfg, indent=2))
+    vocab.save(d / "vocab.json")
+    return d
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path}: missing (a model directory holds config.json, model.safetensors, vocab.json)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def _build(model_cfg: dict, state: dict, vocab: Vocab, source: str) -> SentenceAE:
+    mc = from_dict(ModelConfig, model_cfg)
+    if mc.vocab_size != len(vocab):
+        raise UserError(f"{source}: the model expects a vocabulary of {mc.vocab_size} entries but "
+                        f"vocab.json has {len(vocab)}; they do not belong together")
+    model = SentenceAE(mc)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{source}: weights do not match config.json ({str(e).splitlines()[0]})") from None
+    model.eval()
+    return model
+
+
+def load_model(path: str | Path, which: str = "best", device="cpu") -> tuple[SentenceAE, Vocab, dict]:
+    """Load (model, vocab, info) from an inference directory, a run directory
+    (checkpoint-`which`.pt) or a checkpoint file. info holds the train config if known."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such model directory or checkpoint")
+    if path.is_dir() and (path / "model.safetensors").exists():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        cfg = _read_json(path / "config.json")
+        if cfg.get("format") != CONFIG_FORMAT or "model" not in cfg:
+            raise UserError(f"{path / 'config.json'}: not a sentencemim model config")
+        vocab = Vocab.load(path / "vocab.json")
+        try:
+            state = load_file(str(path / "model.safetensors"))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise UserError(f"{path / 'model.safetensors'}: unreadable (truncated or corrupt?): {e}") from None
+        model = _build(cfg["model"], state, vocab, str(path))
+        return model.to(device), vocab, {k: v for k, v in cfg.items() if k not in ("format", "model")}
+    if path.is_dir():
+        ckpt = path / f"checkpoint-{which}.pt"
+        if not ckpt.exists() and which == "best":
+            ckpt = path / "checkpoint-latest.pt"
+        if not ckpt.exists():
+            raise UserError(f"{path}: neither a model directory (model.safetensors) nor a run directory "
+                            f"(checkpoint-{which}.pt)")
+        run_dir = path
+    else:
+        ckpt, run_dir = path, path.parent
+    state = checkpoint.load(ckpt)
+    vocab = Vocab.load(run_dir / "vocab.json")
+    model = _build(state["model_config"], state["model"], vocab, str(ckpt))
+    info = {"train": state.get("train_config", {}), "step": state.get("state", {}).get("step"),
+            "checkpoint": str(ckpt)}
+    return model.to(device), vocab, info

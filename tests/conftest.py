@@ -1,0 +1,71 @@
+"""Shared fixtures. Tests that need the real corpora look for them in
+$SENTENCEMIM_TEST_DATA, else ../shared/data beside the checkout, and skip with a
+stated reason when they are absent (a fresh clone elsewhere)."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sentencemim.config import ModelConfig
+from sentencemim.data import Dataset
+from sentencemim.model import SentenceAE
+from sentencemim.vocab import Vocab
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SENTENCEMIM_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared_corpus(name: str) -> Path:
+    """The real-corpora data dir, or skip the test with the reason."""
+    if not (SHARED_DATA / name).is_dir():
+        pytest.skip(f"real corpus {name!r} not found under {SHARED_DATA} (set SENTENCEMIM_TEST_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path, monkeypatch):
+    """No test writes to the user's cache; every test starts from the same seed."""
+    monkeypatch.setenv("SENTENCEMIM_DATA", str(tmp_path / "data"))
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+TINY_SENTENCES = [
+    "the cat sat on the mat".split(),
+    "a dog ran".split(),
+    "the dog sat".split(),
+    "cats and dogs".split(),
+    "the mat was red and the cat was black".split(),
+    "a bird".split(),
+]
+
+
+@pytest.fixture
+def tiny_vocab():
+    return Vocab.build(TINY_SENTENCES)
+
+
+@pytest.fixture
+def tiny_dataset(tiny_vocab):
+    return Dataset([np.asarray(tiny_vocab.encode(s)) for s in TINY_SENTENCES])
+
+
+@pytest.fixture
+def tiny_model(tiny_vocab):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=len(tiny_vocab), embedding_dim=8, hidden_dim=8, latent_dim=3)
+    return SentenceAE(cfg)
+
+
+def write_corpus(folder: Path, sentences=None, sizes=(60, 10, 10)):
+    """A small corpus folder of train/valid/test.txt made from a fixed word list."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    words = "the a cat dog sat ran on mat red black bird and was".split()
+    for split, n in zip(("train", "valid", "test"), sizes):
+        lines = sentences or [" ".join(rng.choice(words, rng.integers(1, 9))) for _ in range(n)]
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
