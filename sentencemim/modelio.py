@@ -5,6 +5,11 @@
 
 `load_model(path)` accepts either, or a checkpoint file itself. Nothing is unpickled:
 safetensors + JSON, and checkpoints through torch.load(weights_only=True).
+`export(run, out)` turns a training checkpoint into an inference directory.
+
+config.json of an inference directory:
+    {"format": "sentencemim-model-1", "model": {ModelConfig fields},
+     "train": {TrainConfig fields, if known}, "step": N, "exported_from": "..."}
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ CONFIG_FORMAT = "sentencemim-model-1"
 
 
 def save_pretrained(model: SentenceAE, vocab: Vocab, directory: str | Path, extra: dict | None = None) -> Path:
+    """Write config.json + model.safetensors + vocab.json into `directory`
+    (created if needed; existing model files there are replaced)."""
     from safetensors.torch import save_file
     d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise UserError(f"{d}: exists and is not a directory")
     d.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(d / "model.safetensors"), metadata={"format": CONFIG_FORMAT})
@@ -93,3 +102,17 @@ def load_model(path: str | Path, which: str = "best", device="cpu") -> tuple[Sen
     info = {"train": state.get("train_config", {}), "step": state.get("state", {}).get("step"),
             "checkpoint": str(ckpt)}
     return model.to(device), vocab, info
+
+
+def export(run: str | Path, out: str | Path, which: str = "best", overwrite: bool = False) -> Path:
+    """A run directory or checkpoint file -> an inference directory at `out`.
+    The training config and step travel along in config.json (evaluate needs the corpus)."""
+    out = Path(out)
+    if (out / "model.safetensors").exists() and not overwrite:
+        raise UserError(f"{out}: already holds a model (pass --force to replace it)")
+    if (out / "checkpoint-latest.pt").exists() or (out / "checkpoint-best.pt").exists():
+        raise UserError(f"{out}: is a training run directory; export into a new directory")
+    model, vocab, info = load_model(run, which)
+    extra = {"train": info.get("train", {}), "step": info.get("step"),
+             "exported_from": info.get("checkpoint", str(run))}
+    return save_pretrained(model, vocab, out, extra)
