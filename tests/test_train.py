@@ -1,0 +1,107 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sentencemim import checkpoint
+from sentencemim.config import ModelConfig, TrainConfig
+from sentencemim.errors import UserError
+from sentencemim.modelio import load_model
+from sentencemim.train import train
+
+from conftest import write_corpus
+
+TINY = dict(embedding_dim=8, hidden_dim=8, latent_dim=3)
+
+
+def _cfgs(corpus, **kw):
+    tc = dict(corpus=str(corpus), batch_size=8, log_every=1, max_epochs=50, patience=1, seed=5)
+    tc.update(kw)
+    return ModelConfig(**TINY), TrainConfig(**tc)
+
+
+def _train_losses(run):
+    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in recs if r["kind"] == "train"}
+
+
+@pytest.mark.parametrize("objective,annealing", [("mim", "none"), ("vae", "logistic"), ("ae", "none")])
+def test_resume_reproduces_uninterrupted_loss_curve(tmp_path, objective, annealing):
+    corpus = write_corpus(tmp_path / "c")
+    mc, tc = _cfgs(corpus, objective=objective, kl_annealing=annealing, kl_anneal_steps=10, max_steps=30)
+    train(mc, tc, tmp_path / "full", quiet=True)
+    mc, tc = _cfgs(corpus, objective=objective, kl_annealing=annealing, kl_anneal_steps=10, max_steps=13)
+    train(mc, tc, tmp_path / "split", quiet=True)
+    train(None, None, tmp_path / "split", resume=True, overrides={"max_steps": 30}, quiet=True)
+    full, split = _train_losses(tmp_path / "full"), _train_losses(tmp_path / "split")
+    assert sorted(full) == sorted(split) == list(range(1, 31))  # 8 batches an epoch: crosses epochs
+    for step in full:
+        assert split[step] == pytest.approx(full[step], rel=1e-6, abs=1e-6), step
+    a = checkpoint.load(tmp_path / "full" / "checkpoint-latest.pt")["model"]
+    b = checkpoint.load(tmp_path / "split" / "checkpoint-latest.pt")["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_training_lowers_validation_loss_and_writes_run(tmp_path):
+    corpus = write_corpus(tmp_path / "c")
+    mc, tc = _cfgs(corpus, max_steps=60, lr=0.01)
+    result = train(mc, tc, tmp_path / "run", quiet=True)
+    assert result["status"] == "finished" and result["step"] == 60
+    recs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in recs if r["kind"] == "valid"]
+    assert val[0]["step"] == 0 and val[-1]["step"] == 60
+    assert val[-1]["rec_per_sentence"] < val[0]["rec_per_sentence"]
+    for name in ("config.json", "vocab.json", "checkpoint-latest.pt", "checkpoint-best.pt"):
+        assert (tmp_path / "run" / name).is_file()
+    # the checkpoint is plain data: loads with weights_only=True
+    state = torch.load(tmp_path / "run" / "checkpoint-latest.pt", weights_only=True)
+    assert state["state"]["step"] == 60
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, tiny_dataset):
+    corpus = write_corpus(tmp_path / "c")
+    mc, tc = _cfgs(corpus, max_steps=5)
+    train(mc, tc, tmp_path / "run", quiet=True)
+    m1, v1, info = load_model(tmp_path / "run", "latest")
+    m2, v2, _ = load_model(tmp_path / "run" / "checkpoint-latest.pt")
+    assert info["step"] == 5 and v1.itos == v2.itos
+    ds = tiny_dataset
+    ids = [torch.tensor([v1.encode(["the", "cat"])]).numpy()[0]]
+    from sentencemim.data import collate
+    b = collate(ids, [0])
+    with torch.no_grad():
+        assert torch.equal(m1(b, "ae").rec, m2(b, "ae").rec)
+
+
+def test_existing_run_needs_resume(tmp_path):
+    corpus = write_corpus(tmp_path / "c")
+    mc, tc = _cfgs(corpus, max_steps=2)
+    train(mc, tc, tmp_path / "run", quiet=True)
+    with pytest.raises(UserError, match="--resume"):
+        train(*_cfgs(corpus, max_steps=2), tmp_path / "run", quiet=True)
+    with pytest.raises(UserError, match="no checkpoint"):
+        train(None, None, tmp_path / "other", resume=True, quiet=True)
+
+
+def test_cli_train_and_evaluate_smoke(tmp_path):
+    env_run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sentencemim.cli", "train", "--corpus", "synthetic", "--objective", "vae",
+           "--kl-annealing", "linear", "--kl-anneal-steps", "10", "--embedding-dim", "8", "--hidden-dim", "8",
+           "--latent-dim", "2", "--max-steps", "15", "--batch-size", "50", "--out", str(env_run)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["step"] == 15
+    out = tmp_path / "eval.json"
+    r = subprocess.run([sys.executable, "-m", "sentencemim.cli", "evaluate", str(env_run), "--repeats", "2",
+                        "--max-sentences", "100", "--json", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())
+    assert rep["sentences"] == 100
+    for key in ("melbo", "elbo", "reconstruction"):
+        assert rep[key]["ppl_words_eos"] > 1 and rep[key]["ppl_paper"] > 1
+    # MELBO = mean reconstruction NLL + log N; the ELBO adds the KL instead
+    assert rep["melbo"]["log_N"] == pytest.approx(4.60517, abs=1e-4)
+    assert "MELBO" in r.stdout and "[paper convention]" in r.stdout and "[words+<eos>]" in r.stdout
+    assert 0 <= rep["bleu"]["sentence_bleu1"] <= 1
