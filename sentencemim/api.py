@@ -1,0 +1,353 @@
+"""The latent space as a tool: encode sentences, decode codes, reconstruct,
+sample, interpolate, search for neighbours. Strings in, strings out; codes are
+numpy arrays (N, d) and anything array-like (tensor or numpy) is accepted back.
+
+    from sentencemim import SentenceMIM
+    m = SentenceMIM.from_pretrained("runs/ptb-mim512")      # run dir, model dir or checkpoint
+    mean, std = m.encode(["there was no panic"])            # (1, 512) each
+    m.reconstruct(["there was no panic"], mode="perturb")   # z ~ N(mu, (10 sigma)^2)
+    m.sample(5, std=0.1, seed=0)                            # z ~ N(0, 0.1^2 I)
+    m.interpolate("there was no panic", "the company did n't break out its results")
+
+Tokenisation policy: a sentence is split on whitespace and nothing else (the
+corpora here are pre-tokenised, e.g. PTB: lowercase, `N` for numbers, `n't` split
+off). With `lowercase=True` tokens are lowercased first. Words missing from the
+vocabulary become <unk> and are reported through `on_oov` (default: a Python
+warning of class OOVWarning). An empty sentence is a UserError.
+
+Randomness (sampled codes, sampled decoding) comes from one torch.Generator per
+call seeded with `seed`; seed=None draws from torch's global RNG instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .data import collate
+from .decoding import decode as decode_ids
+from .errors import UserError
+from .model import SentenceAE
+from .progress import Progress
+from .vocab import Vocab
+
+RECONSTRUCT_MODES = ("mean", "sample", "perturb")
+
+
+class OOVWarning(UserWarning):
+    """Out-of-vocabulary words were replaced by <unk>."""
+
+
+def _warn_oov(message: str) -> None:
+    warnings.warn(message, OOVWarning, stacklevel=4)
+
+
+def oov_message(words: Counter, limit: int = 10) -> str:
+    shown = ", ".join(w for w, _ in words.most_common(limit))
+    more = f" (+{len(words) - limit} more)" if len(words) > limit else ""
+    return f"{sum(words.values())} out-of-vocabulary word(s) mapped to <unk>: {shown}{more}"
+
+
+def iter_nonempty_lines(path: str | Path, stats: dict | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line of a UTF-8 file, lazily. The same
+    policy as data.read_sentences: BOM and CRLF tolerated, invalid UTF-8 is an error.
+    stats["lines"] counts every line read, blank ones included."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if stats is not None:
+                stats["lines"] = lineno
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
+            if line.strip():
+                yield lineno, line.strip()
+
+
+class SentenceMIM:
+    """A trained sentence auto-encoder (sMIM, sVAE or AE) with its vocabulary."""
+
+    def __init__(self, model: SentenceAE, vocab: Vocab, info: dict | None = None, lowercase: bool = False,
+                 batch_size: int = 100, on_oov: Callable[[str], None] | None = _warn_oov):
+        if model.cfg.vocab_size != len(vocab):
+            raise UserError(f"model vocabulary size {model.cfg.vocab_size} != {len(vocab)} words in vocab")
+        self.model = model.eval()
+        self.vocab = vocab
+        self.info = info or {}
+        self.lowercase = lowercase
+        self.batch_size = batch_size
+        self.on_oov = on_oov
+
+    # ------------------------------------------------------------------ files
+    @classmethod
+    def from_pretrained(cls, path: str | Path, which: str = "best", device="cpu", **kwargs) -> "SentenceMIM":
+        """Load a model directory (config.json + model.safetensors + vocab.json), a
+        training run directory (checkpoint-`which`.pt) or a checkpoint file."""
+        from .modelio import load_model
+        model, vocab, info = load_model(path, which, device)
+        return cls(model, vocab, info, **kwargs)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from .modelio import save_pretrained
+        return save_pretrained(self.model, self.vocab, directory, self.info)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def latent_dim(self) -> int:
+        return self.model.cfg.latent_dim
+
+    @property
+    def objective(self) -> str | None:
+        return self.info.get("train", {}).get("objective")
+
+    # ------------------------------------------------------------------ text <-> ids
+    def tokenize(self, sentence: str) -> list[str]:
+        if not isinstance(sentence, str):
+            raise UserError(f"expected a sentence as a string, got {type(sentence).__name__}")
+        tokens = (sentence.lower() if self.lowercase else sentence).split()
+        if not tokens:
+            raise UserError(f"empty sentence {sentence!r}: nothing to encode")
+        return tokens
+
+    def to_ids(self, sentences: Iterable[str]) -> list[np.ndarray]:
+        """Token ids (no specials) per sentence; OOV words are reported once per call."""
+        seqs, oov = [], Counter()
+        for s in sentences:
+            tokens = self.tokenize(s)
+            oov.update(t for t in tokens if t not in self.vocab.stoi)
+            seqs.append(np.asarray(self.vocab.encode(tokens), dtype=np.int64))
+        if oov and self.on_oov is not None:
+            self.on_oov(oov_message(oov))
+        return seqs
+
+    def to_text(self, ids: list[int]) -> str:
+        return " ".join(self.vocab.decode(ids))
+
+    # ------------------------------------------------------------------ encode
+    @torch.no_grad()
+    def _encode_ids(self, seqs: list[np.ndarray], batch_size: int | None = None,
+                    bar: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar), each (N, d), in the order of `seqs`. Batches are sorted by
+        length (little padding) and scattered back through Batch.index."""
+        N, d, bs = len(seqs), self.latent_dim, batch_size or self.batch_size
+        mu = torch.empty(N, d, device=self.device)
+        logvar = torch.empty(N, d, device=self.device)
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        for start in range(0, N, bs):
+            idx = order[start:start + bs]
+            b = collate([seqs[i] for i in idx], idx, self.vocab.pad_id, self.vocab.sos_id,
+                        self.vocab.eos_id).to(self.device)
+            m, lv = self.model.encode(b.enc_in, b.lengths)  # (b, d) each
+            mu[b.index], logvar[b.index] = m, lv
+            if bar is not None:
+                bar.update(len(idx))
+        return mu, logvar
+
+    def encode(self, sentences: str | Iterable[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior q(z|x) = N(mean, diag std^2) per sentence: (mean, std), float32 (N, d).
+        A single string counts as a list of one sentence."""
+        sentences = [sentences] if isinstance(sentences, str) else list(sentences)
+        mu, logvar = self._encode_ids(self.to_ids(sentences), batch_size)
+        return mu.cpu().numpy(), torch.exp(0.5 * logvar).cpu().numpy()
+
+    def encode_file(self, path: str | Path, output: str | Path | None = None,
+                    std_output: str | Path | None = None, batch_size: int | None = None,
+                    chunk_size: int = 10000, progress: bool = False) -> dict:
+        """Encode every non-blank line of a text file (row i = i-th non-blank line),
+        streaming `chunk_size` lines at a time. With `output`, the means go to a .npy
+        file (and the stds to `std_output`) through a memory map, so the codes never
+        have to fit in memory; without, they are returned under "mean" and "std".
+        Also returns counts: lines, sentences, empty (blank lines skipped), oov."""
+        n = sum(1 for _ in iter_nonempty_lines(path))  # pass 1: the row count for the .npy header
+        if n == 0:
+            raise UserError(f"{path}: no non-blank lines to encode")
+        shape, written = (n, self.latent_dim), []
+        if output is None:
+            mean, std = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        else:
+            mean = self._open_npy(output, shape, written)
+            std = self._open_npy(std_output, shape, written) if std_output else None
+        report = {"path": str(path), "lines": 0, "sentences": n, "oov": Counter()}
+        bar = Progress(n, "encode", enabled=progress)
+        row, chunk = 0, []
+        try:
+            for _, text in iter_nonempty_lines(path, report):
+                chunk.append(text)
+                if len(chunk) == chunk_size:
+                    row = self._encode_chunk(chunk, row, mean, std, report["oov"], batch_size, bar)
+                    chunk = []
+            if chunk:
+                row = self._encode_chunk(chunk, row, mean, std, report["oov"], batch_size, bar)
+        except BaseException:
+            for tmp, _ in written:
+                tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            bar.close()
+        if row != n:
+            raise UserError(f"{path}: changed while being encoded ({n} lines counted, {row} read)")
+        report["empty"] = report["lines"] - n
+        if report["oov"] and self.on_oov is not None:
+            self.on_oov(oov_message(report["oov"]))
+        if output is None:
+            report["mean"], report["std"] = mean, std
+        else:
+            for arr in (mean, std):
+                if arr is not None:
+                    arr.flush()
+            del mean, std
+            for tmp, out in written:
+                tmp.replace(out)  # atomic: a killed run never leaves a half-written .npy
+        return report
+
+    @staticmethod
+    def _open_npy(out, shape, written: list) -> np.ndarray:
+        out = Path(out)
+        if not out.parent.is_dir():
+            raise UserError(f"{out.parent}: output folder does not exist")
+        tmp = out.with_name(f".{out.name}.tmp")
+        written.append((tmp, out))
+        return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+
+    def _encode_chunk(self, chunk, row, mean, std, oov: Counter, batch_size, bar) -> int:
+        """Encode a list of lines into rows row.. of the mean/std arrays; next free row."""
+        seqs = []
+        for s in chunk:
+            tokens = self.tokenize(s)
+            oov.update(t for t in tokens if t not in self.vocab.stoi)
+            seqs.append(np.asarray(self.vocab.encode(tokens), dtype=np.int64))
+        mu, logvar = self._encode_ids(seqs, batch_size, bar)  # (n, d) each
+        mean[row:row + len(seqs)] = mu.cpu().numpy()
+        if std is not None:
+            std[row:row + len(seqs)] = torch.exp(0.5 * logvar).cpu().numpy()
+        return row + len(seqs)
+
+    # ------------------------------------------------------------------ decode
+    def _as_codes(self, z) -> torch.Tensor:
+        z = torch.as_tensor(np.asarray(z) if not isinstance(z, torch.Tensor) else z)
+        if z.dim() == 1:
+            z = z.unsqueeze(0)
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise UserError(f"latent codes must have shape (N, {self.latent_dim}), got {tuple(z.shape)}")
+        return z.to(self.device, torch.float32)
+
+    def _generator(self, seed: int | None) -> torch.Generator | None:
+        return None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def _randn(self, shape, gen) -> torch.Tensor:
+        return torch.randn(shape, generator=gen, device=self.device)
+
+    def decode(self, z, method: str = "greedy", max_len: int = 100, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, beam_size: int = 5, length_penalty: float = 0.0,
+               ban_unk: bool = False, seed: int | None = None, batch_size: int | None = None,
+               _gen: torch.Generator | None = None) -> list[str]:
+        """Sentences from codes z (N, d) or (d,): greedy, sample (temperature, top-k,
+        top-p) or beam search; ban_unk never emits <unk>; at most max_len tokens."""
+        z = self._as_codes(z)
+        self._check_decoding(method, max_len, temperature, top_k, top_p, beam_size)
+        gen = _gen if _gen is not None else self._generator(seed)
+        ban = (self.vocab.unk_id,) if ban_unk else ()
+        bs = batch_size or self.batch_size
+        out = []
+        for start in range(0, z.shape[0], bs):
+            ids = decode_ids(self.model, z[start:start + bs], max_len, method, temperature, top_k, top_p,
+                             ban, gen, beam_size, length_penalty)
+            out += [self.to_text(s) for s in ids]
+        return out
+
+    @staticmethod
+    def _check_decoding(method, max_len, temperature, top_k, top_p, beam_size):
+        from .decoding import METHODS
+        if method not in METHODS:
+            raise UserError(f"unknown decoding method {method!r}; choose one of {', '.join(METHODS)}")
+        if max_len < 1 or beam_size < 1 or top_k < 0:
+            raise UserError("max_len and beam_size must be >= 1, top_k >= 0")
+        if temperature <= 0 or not 0 < top_p <= 1:
+            raise UserError(f"temperature must be > 0 and top_p in (0, 1], got {temperature}, {top_p}")
+
+    # ------------------------------------------------------------------ the paper's probes (sec. 4.7)
+    def codes(self, sentences, mode: str = "mean", scale: float = 10.0,
+              seed: int | None = None, _gen=None) -> torch.Tensor:
+        """Latent codes (N, d) of sentences: the posterior mean, a sample z ~ q(z|x),
+        or a perturbed sample z ~ N(mu, (scale * sigma)^2)."""
+        if mode not in RECONSTRUCT_MODES:
+            raise UserError(f"unknown mode {mode!r}; choose one of {', '.join(RECONSTRUCT_MODES)}")
+        sentences = [sentences] if isinstance(sentences, str) else list(sentences)
+        mu, logvar = self._encode_ids(self.to_ids(sentences))
+        if mode == "mean":
+            return mu
+        gen = _gen if _gen is not None else self._generator(seed)
+        std = torch.exp(0.5 * logvar) * (scale if mode == "perturb" else 1.0)
+        return mu + std * self._randn(mu.shape, gen)
+
+    def reconstruct(self, sentences, mode: str = "mean", scale: float = 10.0, seed: int | None = None,
+                    **decode_kwargs) -> list[str]:
+        """Decode each sentence from its mean code (M), a posterior sample (R) or a
+        perturbed sample with `scale` times the posterior std (P; paper: 10)."""
+        gen = self._generator(seed)
+        z = self.codes(sentences, mode, scale, _gen=gen)
+        return self.decode(z, _gen=gen, **decode_kwargs)
+
+    def sample(self, n: int, std: float = 0.1, seed: int | None = None, **decode_kwargs) -> list[str]:
+        """n sentences from z ~ N(0, std^2 I) (the paper uses std 0.1 for sMIM)."""
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise UserError(f"the number of samples must be a positive integer, got {n!r}")
+        if std < 0:
+            raise UserError(f"std must be >= 0, got {std}")
+        gen = self._generator(seed)
+        z = std * self._randn((int(n), self.latent_dim), gen)
+        return self.decode(z, _gen=gen, **decode_kwargs)
+
+    def interpolate(self, a: str, b: str, steps: int = 10, codes: str = "sample", seed: int | None = None,
+                    **decode_kwargs) -> list[str]:
+        """Decode `steps` equispaced points z_a + t (z_b - z_a), t = 0 .. 1, between
+        codes of a and b: sampled z ~ q(z|x) (the paper's) or the means (codes='mean')."""
+        if codes not in ("sample", "mean"):
+            raise UserError(f"codes must be 'sample' or 'mean', got {codes!r}")
+        if not isinstance(steps, (int, np.integer)) or steps < 2:
+            raise UserError(f"steps must be an integer >= 2 (both ends included), got {steps!r}")
+        gen = self._generator(seed)
+        z = self.codes([a, b], codes, _gen=gen)  # (2, d)
+        t = torch.linspace(0, 1, int(steps), device=self.device).unsqueeze(1)  # (steps, 1)
+        return self.decode(z[0] + t * (z[1] - z[0]), _gen=gen, **decode_kwargs)
+
+    # ------------------------------------------------------------------ search
+    def neighbors(self, queries, index_codes, k: int = 5, metric: str = "l2") -> tuple[np.ndarray, np.ndarray]:
+        """Nearest index rows to each query's mean code: (rows (Q, k), distances (Q, k)),
+        closest first. index_codes: (N, d) means, e.g. from encode or encode_file."""
+        q = torch.as_tensor(self.encode(queries)[0])
+        return nearest(q, index_codes, k, metric)
+
+
+def nearest(query, index, k: int = 5, metric: str = "l2") -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force k nearest rows of index (N, d) for each row of query (Q, d).
+    metric 'l2' (Euclidean) or 'cosine' (1 - cosine similarity). Ties: lower row first."""
+    q = torch.as_tensor(np.asarray(query), dtype=torch.float64)
+    x = torch.as_tensor(np.asarray(index), dtype=torch.float64)
+    if q.dim() != 2 or x.dim() != 2 or q.shape[1] != x.shape[1]:
+        raise UserError(f"query codes {tuple(q.shape)} and index codes {tuple(x.shape)} do not match")
+    if k < 1:
+        raise UserError(f"k must be a positive integer, got {k}")
+    if metric == "l2":
+        dist = torch.cdist(q, x)  # (Q, N)
+    elif metric == "cosine":
+        dist = 1 - torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(x, dim=1).T
+    else:
+        raise UserError(f"unknown metric {metric!r}; choose l2 or cosine")
+    k = min(k, x.shape[0])
+    # a stable sort keeps equal distances in index order (topk does not promise that)
+    d, i = torch.sort(dist, dim=1, stable=True)
+    return i[:, :k].numpy(), d[:, :k].numpy()
