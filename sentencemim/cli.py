@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import cli_latent
 from .config import PRESETS, ModelConfig, TrainConfig
 from .errors import UserError
 
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-bleu", action="store_true")
     e.add_argument("--json", help="write the report here")
     e.set_defaults(func=cmd_evaluate)
+    cli_latent.register(sub)  # export, reconstruct, sample, interpolate, encode, neighbors
     return p
 
 
