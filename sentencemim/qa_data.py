@@ -70,11 +70,21 @@ class Question:
         return sum(1 for x in self.labels if x > 0)
 
 
-def filter_questions(questions: list[Question]) -> list[Question]:
-    """The standard evaluation filter (WikiQA 'clean', TrecQA 'clean'): keep the
-    questions with at least one correct and at least one wrong candidate. Without it,
-    a question with no correct answer scores 0 on every metric."""
-    return [q for q in questions if 0 < q.n_correct < len(q.labels)]
+FILTERS = ("both", "correct", "none")
+
+
+def filter_questions(questions: list[Question], mode: str = "both") -> list[Question]:
+    """The standard evaluation filters. "both" (default; TrecQA 'clean'): keep questions
+    with at least one correct and at least one wrong candidate. "correct" (the WikiQA
+    paper's 243 test questions): at least one correct. "none": keep all; a question
+    with no correct candidate then scores 0 on every metric."""
+    if mode == "both":
+        return [q for q in questions if 0 < q.n_correct < len(q.labels)]
+    if mode == "correct":
+        return [q for q in questions if q.n_correct > 0]
+    if mode == "none":
+        return list(questions)
+    raise UserError(f"unknown filter {mode!r}; choose one of {', '.join(FILTERS)}")
 
 
 def _label(value: str, where: str) -> int:
@@ -252,9 +262,10 @@ def dataset_path(name: str, split: str, data_dir: Path) -> Path:
 
 
 def load_questions(data: str, split: str = "test", data_dir=None, allow_pickle: bool = False,
-                   filtered: bool = True) -> list[Question]:
+                   filter: str = "both") -> list[Question]:
     """A named data set (wikiqa, trecqa, yahoocqa) or a file: .csv is TrecQA form,
-    .pkl the YahooCQA pickle, anything else question<TAB>answer<TAB>label."""
+    .pkl the YahooCQA pickle, anything else question<TAB>answer<TAB>label; then
+    `filter_questions(.., filter)`."""
     from .corpora import data_dir as resolve_data_dir
     path = Path(data)
     if data in NAMED:
@@ -270,4 +281,4 @@ def load_questions(data: str, split: str = "test", data_dir=None, allow_pickle: 
         questions = read_trecqa_csv(path)
     else:
         questions = read_tsv(path)
-    return filter_questions(questions) if filtered else questions
+    return filter_questions(questions, filter)

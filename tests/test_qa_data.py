@@ -33,7 +33,10 @@ def test_read_tsv_groups_contiguous_rows(tmp_path):
     assert qs[1].source == f"{p}:3"
     # standard filter: >= 1 correct and >= 1 wrong: only the first question
     assert [q.text[0] for q in filter_questions(qs)] == ["how"]
-    assert len(load_questions(str(p), filtered=False)) == 3 and len(load_questions(str(p))) == 1
+    assert len(load_questions(str(p), filter="none")) == 3 and len(load_questions(str(p))) == 1
+    assert [q.text[0] for q in filter_questions(qs, "correct")] == ["how", "what"]
+    with pytest.raises(UserError, match="unknown filter"):
+        filter_questions(qs, "some")
 
 
 @pytest.mark.parametrize("line, message", [
@@ -140,9 +143,9 @@ def test_normalize():
 
 def test_real_sets_have_the_documented_counts():
     root = shared_corpus("wikiqa")
-    wiki = load_questions("wikiqa", "test", data_dir=root, filtered=False)
+    wiki = load_questions("wikiqa", "test", data_dir=root, filter="none")
     assert len(wiki) == 633 and sum(len(q.labels) for q in wiki) == 6165
-    assert len(filter_questions(wiki)) == 237  # 243 with >= 1 correct, 6 of them all-correct
+    assert len(filter_questions(wiki)) == 237 and len(filter_questions(wiki, "correct")) == 243
     shared_corpus("trecqa")
     trec = load_questions("trecqa", "test", data_dir=root)
     assert len(trec) == 68

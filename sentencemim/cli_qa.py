@@ -1,0 +1,160 @@
+"""`smim qa ...`: question answering without fine-tuning (paper sec. 4.6).
+
+    smim qa rank MODEL --data wikiqa|trecqa|yahoocqa|PATH --split test --runs 10 [--data-dir DIR]
+    smim qa answer MODEL "question" --length short|medium|long
+    smim qa baselines --data wikiqa --split test          (word overlap, random)
+    smim qa convert-yahoocqa env.pkl OUT_DIR --allow-pickle
+
+`rank` prints P@1 / MRR / MAP (mean and std over runs) and saves them as JSON
+(--json, default MODEL/qa-<data>-<split>.json when MODEL is a directory).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+DATA_HELP = ("wikiqa, trecqa, yahoocqa (files under --data-dir), or a file: .csv (qtext,label,atext), "
+             ".pkl (YahooCQA pickle, needs --allow-pickle), else question<TAB>answer<TAB>label")
+
+
+def _questions(args):
+    from .qa_data import load_questions
+    qs = load_questions(args.data, args.split, args.data_dir, args.allow_pickle, args.filter)
+    if not qs:
+        raise UserError(f"{args.data} ({args.split}): no questions left after --filter {args.filter}")
+    n = sum(len(q.labels) for q in qs)
+    print(f"{args.data} {args.split}: {len(qs)} questions, {n} candidates (--filter {args.filter})", file=sys.stderr)
+    return qs
+
+
+def _fmt(name, m) -> str:
+    sd = lambda k: f" ± {m[k + '_std']:.4f}" if m.get("runs", 1) > 1 else ""
+    return (f"{name:<22} P@1 {m['P@1']:.4f}{sd('P@1')}  MRR {m['MRR']:.4f}{sd('MRR')}  "
+            f"MAP {m['MAP']:.4f}{sd('MAP')}  ({m['questions']} questions, {m.get('runs', 1)} run(s))")
+
+
+def _baselines(qs) -> dict:
+    from .qa import overlap_scores, random_ranking, rank_metrics
+    labels = [q.labels for q in qs]
+    return {"random (expected)": random_ranking(qs),
+            "word overlap": rank_metrics(overlap_scores(qs, weighted=False), labels),
+            "idf word overlap": rank_metrics(overlap_scores(qs, weighted=True), labels)}
+
+
+def cmd_rank(args) -> int:
+    from .modelio import load_model
+    from .qa import VARIANTS, Ranker
+    if args.runs < 1:
+        raise UserError(f"--runs must be a positive integer, got {args.runs}")
+    model, vocab, info = load_model(args.model, args.checkpoint)
+    qs = _questions(args)
+    objective = info.get("train", {}).get("objective")
+    variants = {"auto": ["ae" if objective == "ae" else "sample"], "all": list(VARIANTS)}.get(
+        args.variant, [args.variant])
+    t0 = time.time()
+    ranker = Ranker(model, vocab, qs, args.batch_size)
+    oov = sum(vocab.count_oov(a) for q in qs for a in q.answers + [q.text])
+    report = {"model": str(args.model), "objective": objective, "data": args.data, "split": args.split,
+              "filter": args.filter, "seed": args.seed, "oov_tokens": oov, "results": {}}
+    for v in variants:
+        report["results"][v] = ranker.evaluate(v, args.runs, args.seed)
+        print(_fmt(f"{objective or 'model'} [{v}]", report["results"][v]))
+    report["seconds"] = round(time.time() - t0, 1)
+    if not args.no_baselines:
+        report["baselines"] = _baselines(qs)
+        for name, m in report["baselines"].items():
+            print(_fmt(name, m))
+    out = args.json or (Path(args.model) / f"qa-{Path(args.data).stem}-{args.split}.json"
+                        if Path(args.model).is_dir() else None)
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_baselines(args) -> int:
+    qs = _questions(args)
+    report = {"data": args.data, "split": args.split, "filter": args.filter, "baselines": _baselines(qs)}
+    for name, m in report["baselines"].items():
+        print(_fmt(name, m))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_answer(args) -> int:
+    from .modelio import load_model
+    from .qa import generate_answers
+    from .qa_data import normalize
+    question = normalize(args.question)
+    if not question:
+        raise UserError("the question is empty")
+    model, vocab, _ = load_model(args.model, args.checkpoint)
+    lengths = ("short", "medium", "long") if args.length == "all" else (args.length,)
+    for r in generate_answers(model, vocab, question, lengths, sample=not args.mean, seed=args.seed):
+        print(f"({r['length']}, {r['unk']} <unk>) {r['answer'] or '[no answer: no ? decoded]'}")
+        if args.show_decoded:
+            print(f"    decoded: {r['decoded']}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .qa_data import convert_yahoocqa
+    for p in convert_yahoocqa(args.pickle, args.out, args.allow_pickle):
+        print(f"wrote {p}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the `qa` command group to the smim parser."""
+    qa = subparsers.add_parser("qa", help="question answering without fine-tuning (paper sec. 4.6)",
+                               description=__doc__.split("\n\n")[0])
+    sub = qa.add_subparsers(dest="qa_command", required=True)
+
+    def data_flags(p):
+        p.add_argument("--data", required=True, help=DATA_HELP)
+        p.add_argument("--split", default="test", help="train, dev (valid) or test (default test)")
+        p.add_argument("--data-dir", help="folder holding wikiqa/, trecqa/, yahoocqa/ (default: $SENTENCEMIM_DATA)")
+        p.add_argument("--allow-pickle", action="store_true", help="allow reading a YahooCQA .pkl (runs code from it)")
+        p.add_argument("--filter", default="both", choices=("both", "correct", "none"),
+                       help="keep questions with >= 1 correct and >= 1 wrong candidate (both, default), "
+                            ">= 1 correct (correct: WikiQA's usual 243 test questions), or all (none)")
+        p.add_argument("--json", help="save the metrics here")
+
+    r = sub.add_parser("rank", help="rank candidate answers; P@1, MRR, MAP")
+    r.add_argument("model", help="run directory, model directory or checkpoint file")
+    data_flags(r)
+    r.add_argument("--runs", type=int, default=10, help="draws of z to average over (paper: 10)")
+    r.add_argument("--variant", default="auto", choices=("auto", "all", "sample", "mean", "ae"),
+                   help="sample: paper's sMIM score; mean: posterior means; ae: means, sigma=1 "
+                        "(auto: ae for AE models, else sample)")
+    r.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    r.add_argument("--batch-size", type=int, default=128)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-baselines", action="store_true", help="skip the word-overlap and random baselines")
+    r.set_defaults(func=cmd_rank)
+
+    b = sub.add_parser("baselines", help="word-overlap and random ranking on a QA set")
+    data_flags(b)
+    b.set_defaults(func=cmd_baselines)
+
+    a = sub.add_parser("answer", help="generate answers from Q ? <unk> x 5/10/15")
+    a.add_argument("model")
+    a.add_argument("question", help="the question (tokenized like the training text)")
+    a.add_argument("--length", default="all", choices=("short", "medium", "long", "all"))
+    a.add_argument("--mean", action="store_true", help="decode from the posterior mean instead of a sample")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--show-decoded", action="store_true", help="also print the whole decoded sentence")
+    a.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    a.set_defaults(func=cmd_answer)
+
+    c = sub.add_parser("convert-yahoocqa", help="YahooCQA env.pkl -> OUT/{train,dev,test}.tsv")
+    c.add_argument("pickle")
+    c.add_argument("out")
+    c.add_argument("--allow-pickle", action="store_true", help="required: unpickling runs code from the file")
+    c.set_defaults(func=cmd_convert)
