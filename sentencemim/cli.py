@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the report here")
     e.set_defaults(func=cmd_evaluate)
     cli_latent.register(sub)  # export, reconstruct, sample, interpolate, encode, neighbors
+    from . import cli_qa; cli_qa.register(sub)  # qa rank, answer, baselines, convert-yahoocqa
     return p
 
 
