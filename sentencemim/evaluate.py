@@ -1,16 +1,25 @@
-"""Evaluation: per-sentence terms kept in dataset order, aggregated once.
+"""Evaluation: per-sentence terms kept in dataset order, aggregated once
+(sum of nats / sum of tokens, never a mean of batch means).
 
-Bounds on the negative log-likelihood of a test set D of N sentences (nats):
+Bounds on the negative log-likelihood of a test set D of N sentences (nats), each
+printed with its bound, prior, sample count and <eos> convention:
 
   MELBO (paper eqn 16):  NLL_hat = -(1/N) sum_i (1/N_z) sum_j log p(x_i|z_ij) + log N,  z_ij ~ q(z|x_i)
       The prior is the test set's own aggregated posterior (hence log N). Repeated R
-      times for a mean and std, as in the paper. Not a held-out likelihood.
-  ELBO (eqn 11):         -log p(x) <= E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)), one z sample.
+      times for a mean and std, as in the paper. NOT a held-out likelihood: it tends
+      to "reconstruction NLL + log N" for any near-deterministic auto-encoder.
+  ELBO (eqn 11), prior N(0, I):  E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)), analytic KL,
+      the expectation over the K IWAE samples (or the N_z MELBO samples without IWAE);
+      and the single-sample form -log p(x|z_1) - log N(z_1) + log q(z_1|x).
+  IWAE_K (bounds.py), prior N(0, I) and prior = mixture of the posteriors of M
+      *training* sentences. Both are held-out bounds; IWAE_1 is the single-sample ELBO.
 
 Perplexity = exp(sum of sentence NLLs / number of tokens), two conventions:
   words+<eos>   <eos> in numerator and denominator (what peers report; the default)
   paper         numerator without the <eos> terms, denominator with one <eos> per
-                sentence (the authors' code; only for comparing with the paper's tables)
+                sentence (the authors' code; only for comparing with the paper's tables).
+                Only defined where the bound splits into token terms (MELBO, ELBO with
+                analytic KL); an importance-weighted log-mean-exp does not split.
 """
 
 from __future__ import annotations
@@ -20,20 +29,29 @@ import math
 import numpy as np
 import torch
 
+from . import bounds
 from .data import Dataset
 from .decoding import decode
-from .metrics import corpus_bleu, sentence_bleu1
+from .entropy import knn_entropy, std_normal_entropy
+from .metrics import bleu_scores
 from .model import SentenceAE, kl_std_normal
 from .progress import Progress
 from .vocab import Vocab
 
+EOS_CONVENTIONS = {
+    "ppl_words_eos": "exp(sum NLL / (words + <eos>)); <eos> in numerator and denominator",
+    "ppl_paper": "exp((sum NLL - <eos> terms) / (words + <eos>)); the paper's convention",
+}
+# (z mode, decoding method): the first is the paper's Table 2/7 BLEU as implemented here
+BLEU_MODES = (("sample", "greedy"), ("mean", "greedy"), ("sample", "sample"))
+
 
 @torch.no_grad()
 def sentence_terms(model: SentenceAE, ds: Dataset, n_z: int = 1, batch_size: int = 100,
-                   seed: int = 0, device="cpu", progress: bool = False) -> dict:
+                   seed: int = 0, device="cpu", progress: bool = False, at_mean: bool = True) -> dict:
     """Per-sentence arrays in dataset order: rec (mean over n_z samples z ~ q of
-    -log p(x|z)), rec_eos (its <eos> part), rec_mean (at z = mu), kl (analytic),
-    tokens (words + 1). Seeded; the global RNG is left untouched."""
+    -log p(x|z)), rec_eos (its <eos> part), rec_mean (at z = mu; only with at_mean),
+    kl (analytic), tokens (words + 1). Seeded; the global RNG is left untouched."""
     model.eval()
     N = len(ds)
     res = {k: np.zeros(N) for k in ("rec", "rec_eos", "rec_mean", "rec_mean_eos", "kl")}
@@ -45,16 +63,17 @@ def sentence_terms(model: SentenceAE, ds: Dataset, n_z: int = 1, batch_size: int
         for idx in batches:
             b = ds.batch(idx).to(device)
             mu, logvar = model.encode(b.enc_in, b.lengths)
-            rec_m, eos_m = model.token_nll(b.dec_in, b.dec_tgt, b.lengths, mu)
-            rec = torch.zeros_like(rec_m)
-            eos = torch.zeros_like(rec_m)
+            rec = torch.zeros(b.size, device=mu.device, dtype=torch.float64)
+            eos = torch.zeros_like(rec)
             for _ in range(n_z):
                 r, e = model.token_nll(b.dec_in, b.dec_tgt, b.lengths, model.reparameterize(mu, logvar))
-                rec += r / n_z
-                eos += e / n_z
+                rec += r.double() / n_z
+                eos += e.double() / n_z
+            terms = {"rec": rec, "rec_eos": eos, "kl": kl_std_normal(mu, logvar)}
+            if at_mean:
+                terms["rec_mean"], terms["rec_mean_eos"] = model.token_nll(b.dec_in, b.dec_tgt, b.lengths, mu)
             i = b.index.numpy()
-            for k, v in (("rec", rec), ("rec_eos", eos), ("rec_mean", rec_m), ("rec_mean_eos", eos_m),
-                         ("kl", kl_std_normal(mu, logvar))):
+            for k, v in terms.items():
                 res[k][i] = v.double().cpu().numpy()
             res["tokens"][i] = b.lengths.cpu().numpy()
             bar.update()
@@ -62,9 +81,9 @@ def sentence_terms(model: SentenceAE, ds: Dataset, n_z: int = 1, batch_size: int
     return res
 
 
-def perplexities(nll_sum: float, eos_sum: float, tokens: int) -> dict:
+def perplexities(nll_sum: float, eos_sum: float | None, tokens: int) -> dict:
     return {"ppl_words_eos": math.exp(nll_sum / tokens),
-            "ppl_paper": math.exp((nll_sum - eos_sum) / tokens)}
+            "ppl_paper": None if eos_sum is None else math.exp((nll_sum - eos_sum) / tokens)}
 
 
 def melbo(rec: np.ndarray, rec_eos: np.ndarray, tokens: np.ndarray) -> dict:
@@ -73,6 +92,38 @@ def melbo(rec: np.ndarray, rec_eos: np.ndarray, tokens: np.ndarray) -> dict:
     nll = rec.mean() + math.log(N)
     return {"nll_per_sentence": nll, "log_N": math.log(N),
             **perplexities(N * nll, rec_eos.sum(), int(tokens.sum()))}
+
+
+def melbo_vs_size(rec: np.ndarray, sizes, trials: int = 500, seed: int = 0) -> dict:
+    """Paper Fig. 5: the MELBO of random subsets of K sentences (without replacement),
+    mean and std over `trials` subsets for each K. rec: (N,) per-sentence -log p(x|z)."""
+    rng = np.random.default_rng(seed)
+    N = len(rec)
+    mean, std = [], []
+    for K in sizes:
+        vals = [rec[rng.choice(N, K, replace=False)].mean() + math.log(K) for _ in range(trials)]
+        mean.append(float(np.mean(vals)))
+        std.append(float(np.std(vals)))
+    return {"sizes": [int(k) for k in sizes], "mean": mean, "std": std, "trials": trials}
+
+
+def melbo_size_to_match(rec_mean: float, target_nll: float) -> float:
+    """log10 of the test-set size K at which mean rec + log K reaches target_nll,
+    extrapolating with the mean reconstruction term held fixed (paper App. B)."""
+    return (target_nll - rec_mean) / math.log(10)
+
+
+def _bound(name, prior, samples, per_sentence, tokens, eos=None, std=None) -> dict:
+    """One labelled NLL bound: per-sentence values aggregated once."""
+    N, T = len(per_sentence), int(tokens.sum())
+    out = {"bound": name, "prior": prior, "samples": samples,
+           "nll_per_sentence": float(per_sentence.sum() / N),
+           **perplexities(float(per_sentence.sum()), None if eos is None else float(eos.sum()), T)}
+    if std is not None:
+        out.update(std)
+    out["what"] = (f"{name} upper bound on NLL; prior {prior}; {samples}; PPL [words+<eos>]"
+                   + (" and [paper convention]" if eos is not None else ""))
+    return out
 
 
 @torch.no_grad()
@@ -94,57 +145,132 @@ def reconstructions(model, ds: Dataset, vocab: Vocab, z_mode: str = "sample", me
     return out
 
 
+def bleu_report(model, ds, vocab, modes=BLEU_MODES, batch_size=100, seed=0, device="cpu") -> list[dict]:
+    refs = [vocab.decode(s.tolist()) for s in ds.seqs]
+    out = []
+    for z_mode, method in modes:
+        hyps = reconstructions(model, ds, vocab, z_mode, method, batch_size, seed, device)
+        z_what = "z ~ q(z|x)" if z_mode == "sample" else "z = mean of q(z|x)"
+        dec_what = "greedy decoding" if method == "greedy" else "sampling at temperature 1"
+        out.append({"z": z_mode, "decoding": method, "what": f"reconstruction from {z_what}, {dec_what}",
+                    **bleu_scores(refs, hyps), "examples": [(" ".join(r), " ".join(h)) for r, h in
+                                                            list(zip(refs, hyps))[:5]]})
+    return out
+
+
+def synthetic_truth(ds: Dataset, vocab: Vocab) -> np.ndarray:
+    """Exact -log p(x) of each sentence of the built-in synthetic corpus (its HMM)."""
+    from .errors import UserError
+    from .synthetic import true_nll
+    if ds.oov:
+        raise UserError("the test split has words outside the model's vocabulary; the true NLL of the "
+                        "synthetic corpus would not match the model's event space")
+    return true_nll([vocab.decode(s.tolist()) for s in ds.seqs])
+
+
 def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats: int = 10,
              seed: int = 0, batch_size: int = 100, bleu: bool = True, device="cpu",
-             progress: bool = False) -> dict:
-    """The first-evaluation report (see module docstring); all NLLs in nats."""
+             progress: bool = False, iwae_k: int = 100, train_prior: bounds.AggregatePrior | None = None,
+             true_nll: np.ndarray | None = None, latent: bool = True, max_rows: int = 512) -> dict:
+    """The evaluation report (see module docstring); all NLLs in nats. Per-sentence
+    values are under report["per_sentence"] (dataset order) for histograms."""
     N = len(ds)
-    runs = [sentence_terms(model, ds, n_z, batch_size, seed + r, device, progress and r == 0)
+    runs = [sentence_terms(model, ds, n_z, batch_size, seed + r, device, progress and r == 0, at_mean=r == 0)
             for r in range(repeats)]
     first = runs[0]
     tokens = first["tokens"]
     T = int(tokens.sum())
     mel = [melbo(r["rec"], r["rec_eos"], tokens) for r in runs]
+    per = {"tokens": tokens, "rec": first["rec"], "rec_eos": first["rec_eos"], "kl": first["kl"],
+           "melbo": first["rec"] + math.log(N)}
     rec_sum = first["rec"].sum()
-    elbo_nll = first["rec"] + first["kl"]  # single-sample reconstruction + analytic KL
+    keys = ("nll_per_sentence", "ppl_words_eos", "ppl_paper")
     report = {
-        "sentences": N, "tokens_words_eos": T, "words": T - N,
+        "sentences": N, "tokens_words_eos": T, "words": T - N, "seed": seed,
         "reconstruction": {
-            "what": "-log p(x|z) per sentence, z ~ q(z|x), words + <eos>, nats",
+            "what": f"-log p(x|z) per sentence, z ~ q(z|x) ({n_z} sample(s)), words + <eos>, nats",
             "nll_per_sentence": rec_sum / N,
             "nll_per_sentence_at_mean_z": first["rec_mean"].sum() / N,
             **perplexities(rec_sum, first["rec_eos"].sum(), T),
         },
-        "kl": {"what": "KL(q(z|x) || N(0,I)) per sentence, analytic, nats", "mean": first["kl"].mean()},
+        "kl": {"what": "KL(q(z|x) || N(0,I)) per sentence, analytic, nats", "mean": float(first["kl"].mean())},
         "melbo": {
-            "what": f"MELBO upper bound on NLL, eqn 16: prior = test-set aggregated posterior, "
-                    f"N_z = {n_z} z sample(s) per sentence, mean (std) over R = {repeats} repeats",
+            **_bound("MELBO (eqn 16)", "test-set aggregate posterior [uses test data: NOT held-out]",
+                     f"N_z={n_z} per sentence, mean of R={repeats} repeats",
+                     first["rec"] + math.log(N), tokens, first["rec_eos"]),
             "n_z": n_z, "repeats": repeats, "log_N": math.log(N),
-            **{k: float(np.mean([m[k] for m in mel])) for k in ("nll_per_sentence", "ppl_words_eos", "ppl_paper")},
-            **{k + "_std": float(np.std([m[k] for m in mel])) for k in ("nll_per_sentence", "ppl_words_eos", "ppl_paper")},
+            **{k: float(np.mean([m[k] for m in mel])) for k in keys},
+            **{k + "_std": float(np.std([m[k] for m in mel])) for k in keys},
         },
-        "elbo": {
-            "what": "negative ELBO upper bound on NLL: prior N(0,I), 1 z sample for the "
-                    "reconstruction term, analytic KL",
-            "nll_per_sentence": elbo_nll.mean(),
-            **perplexities(elbo_nll.sum(), first["rec_eos"].sum(), T),
-        },
-        "conventions": {
-            "ppl_words_eos": "exp(sum NLL / (words + <eos>)); <eos> in numerator and denominator",
-            "ppl_paper": "exp((sum NLL - <eos> terms) / (words + <eos>)); the paper's convention",
-        },
+        "conventions": dict(EOS_CONVENTIONS),
     }
-    if bleu:
-        refs = [vocab.decode(s.tolist()) for s in ds.seqs]
-        hyps = reconstructions(model, ds, vocab, "sample", "greedy", batch_size, seed, device)
-        report["bleu"] = {
-            "what": "reconstructions decoded greedily from z ~ q(z|x); BLEU-1 with brevity penalty "
-                    "per sentence, averaged over sentences (the paper's); corpus BLEU-1 and BLEU-4",
-            "sentence_bleu1": float(np.mean([sentence_bleu1(r, h) for r, h in zip(refs, hyps)])),
-            "corpus_bleu1": corpus_bleu(refs, hyps, 1),
-            "corpus_bleu4": corpus_bleu(refs, hyps, 4),
+    if iwae_k:
+        w = bounds.importance_weights(model, ds, iwae_k, train_prior, batch_size=max(1, min(batch_size, 20)),
+                                      max_rows=max_rows, seed=seed, device=device, progress=progress)
+        rec_q, eos_q = w["rec"].mean(1), w["rec_eos"].mean(1)  # E_q over the K samples
+        elbo = rec_q + w["kl"]
+        report["elbo"] = _bound("ELBO", "N(0,I)", f"K={iwae_k} for E_q[-log p(x|z)], analytic KL",
+                                elbo, tokens, eos_q)
+        per.update(elbo=elbo, rec_q=rec_q)
+        for tag, lp, prior in (("", w["log_p"], "N(0,I)"),
+                               ("_train_prior", w.get("log_agg"), train_prior and train_prior.source)):
+            if lp is None:
+                continue
+            single = bounds.single_sample_elbo_nll(w["rec"], w["log_q"], lp)
+            iw = bounds.iwae_nll(w["rec"], w["log_q"], lp)
+            report["elbo_single" + tag] = _bound("ELBO (single sample)", prior, "1 sample", single, tokens)
+            report["iwae" + tag] = {**_bound(f"IWAE_{iwae_k}", prior, f"K={iwae_k}",
+                                             iw, tokens), "k": iwae_k}
+            per["elbo_single" + tag], per["iwae" + tag] = single, iw
+        if train_prior is not None:
+            report["iwae_train_prior"]["m"] = train_prior.m
+    else:
+        elbo = first["rec"] + first["kl"]
+        report["elbo"] = _bound("ELBO", "N(0,I)", f"N_z={n_z} for E_q[-log p(x|z)], analytic KL",
+                                elbo, tokens, first["rec_eos"])
+        per["elbo"] = elbo
+    if true_nll is not None:
+        report["truth"] = {**_bound("true NLL", "the generating HMM", "exact (forward algorithm)",
+                                    np.asarray(true_nll, dtype=np.float64), tokens),
+                           "what": "exact -log p(x) under the HMM that generated the corpus"}
+        report["truth"]["bound"] = "exact"
+        per["true_nll"] = np.asarray(true_nll, dtype=np.float64)
+    if latent:
+        mu, logvar = bounds.posteriors(model, ds, batch_size, device)
+        gen = torch.Generator().manual_seed(seed)
+        z = mu + torch.randn(mu.shape, generator=gen, dtype=mu.dtype) * torch.exp(0.5 * logvar)
+        n_active, var = bounds.active_units(mu)
+        d = mu.shape[1]
+        report["latent"] = {
+            "what": "latent diagnostics on this split",
+            "dim": d,
+            "mutual_information": bounds.mutual_information(mu, logvar, seed),
+            "mutual_information_what": "I(x;z) estimate of He et al. 2019, one z per sentence, aggregate "
+                                       f"posterior over this split; at most log N = {math.log(N):.3f} nats",
+            "active_units": n_active, "active_units_what": "dims with Var_x(E_q[z_u]) > 0.01",
+            "entropy_z": knn_entropy(z.numpy(), k=3),
+            "entropy_mu": knn_entropy(mu.numpy(), k=3),
+            "entropy_std_normal": std_normal_entropy(d),
+            "entropy_what": "Kozachenko-Leonenko k=3 max-norm kNN estimate (nats) of z ~ q(z|x), one sample per "
+                            "sentence (entropy_z) and of the posterior means (entropy_mu, the AE's code); "
+                            "N(0,I_d) reference d/2 (1 + log 2 pi); reads high above ~16 dims",
         }
+        per["mu_var"] = var
+    if bleu:
+        modes = bleu_report(model, ds, vocab, BLEU_MODES, batch_size, seed, device)
+        report["bleu"] = {**{k: modes[0][k] for k in ("sentence_bleu1", "corpus_bleu1", "corpus_bleu4")},
+                          "what": f"{modes[0]['what']}; BLEU-1 with brevity penalty per sentence, averaged over "
+                                  "sentences (the paper's); corpus BLEU-1 and BLEU-4"}
+        report["bleu_modes"] = modes
+    report["per_sentence"] = per
     return report
+
+
+def _num(x, fmt=".3f"):
+    return "n/a" if x is None else format(x, fmt)
+
+
+BOUND_ORDER = ("melbo", "elbo", "elbo_single", "iwae", "elbo_single_train_prior", "iwae_train_prior", "truth")
 
 
 def format_report(rep: dict) -> str:
@@ -160,11 +286,38 @@ def format_report(rep: dict) -> str:
              f"N_z = {m['n_z']}, R = {m['repeats']}): {m['nll_per_sentence']:.3f} "
              f"({m['nll_per_sentence_std']:.3f}) nats/sentence; PPL {m['ppl_words_eos']:.3f} [words+<eos>], "
              f"{m['ppl_paper']:.3f} ({m['ppl_paper_std']:.3f}) [paper convention]")
-    e = rep["elbo"]
-    L.append(f"ELBO NLL bound (prior N(0,I), 1 z sample + analytic KL): {e['nll_per_sentence']:.3f} "
-             f"nats/sentence; PPL {e['ppl_words_eos']:.3f} [words+<eos>], {e['ppl_paper']:.3f} [paper convention]")
+    truth = rep.get("truth")
+    L.append("NLL upper bounds, nats/sentence; PPL = exp(sum NLL / tokens) [words+<eos>] and [paper convention] "
+             "(n/a: an importance-weighted bound does not split off the <eos> terms):")
+    head = f"  {'bound':<22} {'prior':<58} {'samples':<42} {'NLL':>9} {'PPL[w+eos]':>11} {'PPL[paper]':>11}"
+    L.append(head + (f" {'true NLL gap':>12}" if truth else ""))
+    for key in BOUND_ORDER:
+        if key not in rep:
+            continue
+        b = rep[key]
+        line = (f"  {b['bound']:<22} {b['prior']:<58} {b['samples']:<42} {b['nll_per_sentence']:>9.3f} "
+                f"{_num(b['ppl_words_eos']):>11} {_num(b['ppl_paper']):>11}")
+        if truth is not None:
+            line += f" {b['nll_per_sentence'] - truth['nll_per_sentence']:>+12.3f}"
+        L.append(line)
+    if "latent" in rep:
+        a = rep["latent"]
+        L.append(f"latent ({a['dim']}-d): MI estimate I(x;z) {a['mutual_information']:.3f} nats (<= log N); "
+                 f"active units {a['active_units']}/{a['dim']} (Var_x E_q[z_u] > 0.01); kNN entropy (k=3, max-norm) "
+                 f"of z~q {a['entropy_z']['entropy']:.2f}, of means {a['entropy_mu']['entropy']:.2f}, "
+                 f"N(0,I) {a['entropy_std_normal']:.2f} nats")
     if "bleu" in rep:
-        b = rep["bleu"]
-        L.append(f"BLEU of greedy reconstructions from z~q(z|x): sentence BLEU-1 (paper's, averaged) "
-                 f"{b['sentence_bleu1']:.4f}; corpus BLEU-1 {b['corpus_bleu1']:.4f}; corpus BLEU-4 {b['corpus_bleu4']:.4f}")
+        for b in rep.get("bleu_modes", [dict(rep["bleu"], what="greedy reconstructions from z~q(z|x)")]):
+            L.append(f"BLEU, {b['what']}: sentence BLEU-1 (paper's, averaged) {b['sentence_bleu1']:.4f}; "
+                     f"corpus BLEU-1 {b['corpus_bleu1']:.4f}; corpus BLEU-4 {b['corpus_bleu4']:.4f}")
     return "\n".join(L)
+
+
+def eval_extras(model, vocab, ds, corpus, train_ds, iwae_k, agg_prior_m, seed, batch_size=100, device="cpu") -> dict:
+    """The keyword arguments of `evaluate` that need more than the test split: the IWAE
+    sample count, the training-set aggregate prior and, on corpus synthetic, the true NLL."""
+    prior = None
+    if iwae_k and agg_prior_m and train_ds is not None:
+        prior = bounds.training_prior(model, train_ds, agg_prior_m, seed, batch_size, device)
+    truth = synthetic_truth(ds, vocab) if corpus == "synthetic" else None
+    return {"iwae_k": iwae_k, "train_prior": prior, "true_nll": truth}
