@@ -69,7 +69,7 @@ def _load_eval_split(path, info, split, data_dir, max_sentences, vocab):
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate, format_report
+    from .evaluate import eval_extras, evaluate, format_report
     from .modelio import load_model
     model, vocab, info = load_model(args.model, args.checkpoint)
     if args.corpus:
@@ -78,14 +78,26 @@ def cmd_evaluate(args) -> int:
     for name, v in (("--n-z", args.n_z), ("--repeats", args.repeats), ("--batch-size", args.batch_size)):
         if v < 1:
             raise UserError(f"{name} must be a positive integer, got {v}")
+    if args.iwae_k < 0 or args.agg_prior_m < 0:
+        raise UserError("--iwae-k and --agg-prior-m must be >= 0 (0 turns them off)")
+    corpus = info.get("train", {}).get("corpus")
+    # the held-out aggregate prior is built from the training split, never from the evaluated one
+    train_ds = (_load_eval_split(args.model, info, "train", args.data_dir, 0, vocab)
+                if args.iwae_k and args.agg_prior_m else None)
     rep = evaluate(model, ds, vocab, n_z=args.n_z, repeats=args.repeats, seed=args.seed,
-                   batch_size=args.batch_size, bleu=not args.no_bleu, progress=True)
-    rep = {"model": str(args.model), "split": args.split, "corpus": info.get("train", {}).get("corpus"),
+                   batch_size=args.batch_size, bleu=not args.no_bleu, progress=True,
+                   **eval_extras(model, vocab, ds, corpus, train_ds, args.iwae_k, args.agg_prior_m, args.seed))
+    per_sentence = rep.pop("per_sentence")
+    rep = {"model": str(args.model), "split": args.split, "corpus": corpus,
            "objective": info.get("train", {}).get("objective"), **rep}
     print(format_report(rep))
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=2, default=float))
         print(f"wrote {args.json}", file=sys.stderr)
+    if args.per_sentence:
+        import numpy as np
+        np.savez_compressed(args.per_sentence, **per_sentence)
+        print(f"wrote per-sentence values to {args.per_sentence}", file=sys.stderr)
     return 0
 
 
@@ -116,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-sentences", type=int, default=0, help="evaluate a fixed random subset (0 = all)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--no-bleu", action="store_true")
+    e.add_argument("--iwae-k", type=int, default=100, help="importance samples per sentence (0 = no IWAE)")
+    e.add_argument("--agg-prior-m", type=int, default=1000,
+                   help="training sentences in the aggregate-posterior prior of the held-out IWAE (0 = off)")
     e.add_argument("--json", help="write the report here")
+    e.add_argument("--per-sentence", help="write per-sentence values (.npz) here")
     e.set_defaults(func=cmd_evaluate)
     cli_latent.register(sub)  # export, reconstruct, sample, interpolate, encode, neighbors
     from . import cli_qa; cli_qa.register(sub)  # qa rank, answer, baselines, convert-yahoocqa
