@@ -253,12 +253,13 @@ class SentenceMIM:
     def decode(self, z, method: str = "greedy", max_len: int = 100, temperature: float = 1.0,
                top_k: int = 0, top_p: float = 1.0, beam_size: int = 5, length_penalty: float = 0.0,
                ban_unk: bool = False, seed: int | None = None, batch_size: int | None = None,
-               _gen: torch.Generator | None = None) -> list[str]:
+               generator: torch.Generator | None = None) -> list[str]:
         """Sentences from codes z (N, d) or (d,): greedy, sample (temperature, top-k,
-        top-p) or beam search; ban_unk never emits <unk>; at most max_len tokens."""
+        top-p) or beam search; ban_unk never emits <unk>; at most max_len tokens.
+        `generator` (on the model's device) replaces `seed` when given."""
         z = self._as_codes(z)
         self._check_decoding(method, max_len, temperature, top_k, top_p, beam_size)
-        gen = _gen if _gen is not None else self._generator(seed)
+        gen = generator if generator is not None else self._generator(seed)
         ban = (self.vocab.unk_id,) if ban_unk else ()
         bs = batch_size or self.batch_size
         out = []
@@ -280,7 +281,7 @@ class SentenceMIM:
 
     # ------------------------------------------------------------------ the paper's probes (sec. 4.7)
     def codes(self, sentences, mode: str = "mean", scale: float = 10.0,
-              seed: int | None = None, _gen=None) -> torch.Tensor:
+              seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Latent codes (N, d) of sentences: the posterior mean, a sample z ~ q(z|x),
         or a perturbed sample z ~ N(mu, (scale * sigma)^2)."""
         if mode not in RECONSTRUCT_MODES:
@@ -289,7 +290,7 @@ class SentenceMIM:
         mu, logvar = self._encode_ids(self.to_ids(sentences))
         if mode == "mean":
             return mu
-        gen = _gen if _gen is not None else self._generator(seed)
+        gen = generator if generator is not None else self._generator(seed)
         std = torch.exp(0.5 * logvar) * (scale if mode == "perturb" else 1.0)
         return mu + std * self._randn(mu.shape, gen)
 
@@ -298,8 +299,8 @@ class SentenceMIM:
         """Decode each sentence from its mean code (M), a posterior sample (R) or a
         perturbed sample with `scale` times the posterior std (P; paper: 10)."""
         gen = self._generator(seed)
-        z = self.codes(sentences, mode, scale, _gen=gen)
-        return self.decode(z, _gen=gen, **decode_kwargs)
+        z = self.codes(sentences, mode, scale, generator=gen)
+        return self.decode(z, generator=gen, **decode_kwargs)
 
     def sample(self, n: int, std: float = 0.1, seed: int | None = None, **decode_kwargs) -> list[str]:
         """n sentences from z ~ N(0, std^2 I) (the paper uses std 0.1 for sMIM)."""
@@ -309,7 +310,7 @@ class SentenceMIM:
             raise UserError(f"std must be >= 0, got {std}")
         gen = self._generator(seed)
         z = std * self._randn((int(n), self.latent_dim), gen)
-        return self.decode(z, _gen=gen, **decode_kwargs)
+        return self.decode(z, generator=gen, **decode_kwargs)
 
     def interpolate(self, a: str, b: str, steps: int = 10, codes: str = "sample", seed: int | None = None,
                     **decode_kwargs) -> list[str]:
@@ -320,9 +321,9 @@ class SentenceMIM:
         if not isinstance(steps, (int, np.integer)) or steps < 2:
             raise UserError(f"steps must be an integer >= 2 (both ends included), got {steps!r}")
         gen = self._generator(seed)
-        z = self.codes([a, b], codes, _gen=gen)  # (2, d)
+        z = self.codes([a, b], codes, generator=gen)  # (2, d)
         t = torch.linspace(0, 1, int(steps), device=self.device).unsqueeze(1)  # (steps, 1)
-        return self.decode(z[0] + t * (z[1] - z[0]), _gen=gen, **decode_kwargs)
+        return self.decode(z[0] + t * (z[1] - z[0]), generator=gen, **decode_kwargs)
 
     # ------------------------------------------------------------------ search
     def neighbors(self, queries, index_codes, k: int = 5, metric: str = "l2") -> tuple[np.ndarray, np.ndarray]:
