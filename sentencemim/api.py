@@ -92,14 +92,19 @@ class SentenceMIM:
     @classmethod
     def from_pretrained(cls, path: str | Path, which: str = "best", device="cpu", **kwargs) -> "SentenceMIM":
         """Load a model directory (config.json + model.safetensors + vocab.json), a
-        training run directory (checkpoint-`which`.pt) or a checkpoint file."""
+        training run directory (checkpoint-`which`.pt) or a checkpoint file.
+        device: "cpu", "cuda", "cuda:1", ... or "auto" (a GPU when there is one)."""
         from .modelio import load_model
-        model, vocab, info = load_model(path, which, device)
+        from .runtime import pick_device
+        model, vocab, info = load_model(path, which, pick_device(str(device)))
         return cls(model, vocab, info, **kwargs)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         from .modelio import save_pretrained
-        return save_pretrained(self.model, self.vocab, directory, self.info)
+        extra = {k: v for k, v in self.info.items() if k != "checkpoint"}
+        if "checkpoint" in self.info:
+            extra["exported_from"] = self.info["checkpoint"]
+        return save_pretrained(self.model, self.vocab, directory, extra)
 
     @property
     def device(self) -> torch.device:

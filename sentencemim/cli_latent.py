@@ -137,7 +137,7 @@ def cmd_neighbors(args) -> int:
 def _model_args(p: argparse.ArgumentParser, name: str = "model") -> None:
     p.add_argument(name, help="model directory, run directory or checkpoint file")
     p.add_argument("--checkpoint", default="best", choices=("best", "latest"), help="for a run directory")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto (a GPU when there is one)")
     p.add_argument("--lowercase", action="store_true", help="lowercase input sentences (PTB is lowercase)")
     p.add_argument("--batch-size", type=int, default=100)
 

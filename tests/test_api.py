@@ -161,8 +161,12 @@ def test_encoding_a_file_equals_encoding_its_lines(api, tmp_path):
 
 
 def test_api_save_and_from_pretrained_round_trip(api, tmp_path):
-    api.save_pretrained(tmp_path / "model")
+    from_run = SentenceMIM(api.model, api.vocab, info={"train": {"objective": "mim"}, "step": 3,
+                                                       "checkpoint": "runs/x/checkpoint-best.pt"})
+    from_run.save_pretrained(tmp_path / "model")
     again = SentenceMIM.from_pretrained(tmp_path / "model")
+    assert again.info == {"train": {"objective": "mim"}, "step": 3, "exported_from": "runs/x/checkpoint-best.pt"}
+    assert again.objective == "mim"
     np.testing.assert_array_equal(again.encode(LINES)[0], api.encode(LINES)[0])
     assert again.reconstruct(LINES, "sample", seed=3, method="sample") == \
         api.reconstruct(LINES, "sample", seed=3, method="sample")
