@@ -67,7 +67,34 @@ def test_beam_search_matches_exhaustive_search(ban):
         assert score2[0] <= best_score + 1e-6
 
 
-def test_wider_beam_never_scores_below_greedy_on_average():
+def test_length_penalty_ranks_by_score_per_token():
+    m, z, max_len, alpha = peaked_model(vocab_size=7, seed=3), codes(3, seed=6), 3, 1.0
+    for b in range(z.shape[0]):
+        hyps = [(s, True) for k in range(max_len) for s in itertools.product((UNK, 4, 5, 6), repeat=k)]
+        hyps += [(s, False) for s in itertools.product((UNK, 4, 5, 6), repeat=max_len)]
+        # tokens counted: words, plus <eos> when the hypothesis has one
+        best = max((sequence_logprob(m, z[b], s, e) / (len(s) + e) ** alpha, list(s)) for s, e in hyps)
+        ids, score = beam_search(m, z[b:b + 1], beam_size=len(hyps), max_len=max_len, length_penalty=alpha)
+        assert ids[0] == best[1] and score[0] == pytest.approx(best[0], abs=1e-4)
+
+
+def test_top_k_sampling_follows_the_renormalised_distribution():
+    m = peaked_model()
+    z = codes(1, seed=9).expand(4000, -1)
+    with torch.no_grad():
+        logits, _ = m.logits(torch.full((1, 1), m.cfg.sos_id), z[:1])
+    logits = logits[0, -1]
+    logits[[m.cfg.pad_id, m.cfg.sos_id]] = float("-inf")
+    top = torch.topk(logits, 3)
+    expected = torch.softmax(top.values / 0.8, -1)
+    first = [s[0] if s else EOS for s in decode(m, z, max_len=1, method="sample", top_k=3, temperature=0.8,
+                                                 generator=torch.Generator().manual_seed(0))]
+    counts = torch.tensor([first.count(t) for t in top.indices.tolist()], dtype=torch.float)
+    assert counts.sum() == len(first)  # nothing outside the top 3
+    assert torch.allclose(counts / len(first), expected, atol=0.03)
+
+
+def test_beam_of_five_scores_at_least_as_well_as_greedy_in_total():
     m, z = peaked_model(), codes(30, seed=2)
     g = decode(m, z, max_len=10)
     _, s5 = beam_search(m, z, beam_size=5, max_len=10)
