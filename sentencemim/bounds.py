@@ -178,3 +178,29 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> tuple[int, np.nda
     Returns the count and the per-dimension variances (population variance over sentences)."""
     var = mu.double().var(0, unbiased=False).numpy()
     return int((var > threshold).sum()), var
+
+
+@torch.no_grad()
+def cross_terms(model: SentenceAE, ds: Dataset, max_rows: int = 512, seed: int = 0, device="cpu") -> dict:
+    """Paper Fig. 3 on the n sentences of ds, one z_j ~ q(z|x_j) each:
+
+        log_px (n, n)  log p(x_i|z_j)   decoder: does sentence i survive another sentence's code?
+        log_qz (n, n)  log q(z_i|x_j)   encoder: does code z_i look like sentence j's posterior?
+
+    The diagonal is i = j. Cost: n^2 sentence decodes."""
+    model.eval()
+    n = len(ds)
+    mu, logvar = posteriors(model, ds, device=device)
+    gen = torch.Generator().manual_seed(seed)
+    z = mu + torch.randn(mu.shape, generator=gen, dtype=mu.dtype) * torch.exp(0.5 * logvar)  # (n, d)
+    b = ds.batch(np.arange(n)).to(device)
+    log_px = np.zeros((n, n))
+    c = max(1, max_rows // n)  # codes per decoder pass
+    for j in range(0, n, c):
+        zc = z[j:j + c].to(device)  # (c, d)
+        m = zc.shape[0]
+        rec, _ = model.token_nll(b.dec_in.repeat(m, 1), b.dec_tgt.repeat(m, 1), b.lengths.repeat(m),
+                                 zc.repeat_interleave(n, 0))  # row r: sentence r % n with code j + r // n
+        log_px[:, j:j + m] = -rec.double().cpu().numpy().reshape(m, n).T
+    log_qz = log_q_matrix(z, mu, logvar).numpy()
+    return {"log_px": log_px, "log_qz": log_qz}

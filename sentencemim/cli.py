@@ -101,6 +101,23 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .modelio import load_model
+    from .report import ReportConfig, analyse_run, parse_reference, write_report
+    cfg = ReportConfig(**{k: getattr(args, k) for k in ReportConfig.__dataclass_fields__})
+    cfg.validate()
+    reference = parse_reference(args.reference_nll)
+    runs = []
+    for path in args.runs:
+        model, vocab, info = load_model(path, args.checkpoint)
+        ds = _load_eval_split(path, info, cfg.split, args.data_dir, cfg.max_sentences, vocab)
+        train_ds = _load_eval_split(path, info, "train", args.data_dir, 0, vocab) if cfg.iwae_k and cfg.agg_prior_m else None
+        runs.append(analyse_run(Path(path).name, model, vocab, info, ds, train_ds, cfg))
+    page = write_report(runs, args.out, cfg, "smim report " + " ".join(sys.argv[2:]), reference)
+    print(f"wrote {page}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smim", description="SentenceMIM: sentence-level latent variable language models")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -134,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the report here")
     e.add_argument("--per-sentence", help="write per-sentence values (.npz) here")
     e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("report", help="Markdown report with the paper's tables and figures (needs matplotlib)",
+                       description="Evaluate RUNs on a split and write DIR/report.md, PNG figures, results.json.")
+    r.add_argument("runs", nargs="+", metavar="RUN", help="run directories, model directories or checkpoints")
+    r.add_argument("--out", required=True, help="directory for report.md and the figures")
+    r.add_argument("--data-dir")
+    r.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    r.add_argument("--reference-nll", action="append", metavar="LABEL=NATS",
+                   help="another model's NLL per sentence for the Fig. 5 extrapolation (repeatable)")
+    from .report import ReportConfig
+    for f in dataclasses.fields(ReportConfig):
+        r.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=f.default,
+                       help=f"(default: {f.default})")
+    r.set_defaults(func=cmd_report)
     cli_latent.register(sub)  # export, reconstruct, sample, interpolate, encode, neighbors
     from . import cli_qa; cli_qa.register(sub)  # qa rank, answer, baselines, convert-yahoocqa
     return p

@@ -25,6 +25,7 @@ Perplexity = exp(sum of sentence NLLs / number of tokens), two conventions:
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -175,6 +176,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
     """The evaluation report (see module docstring); all NLLs in nats. Per-sentence
     values are under report["per_sentence"] (dataset order) for histograms."""
     N = len(ds)
+    timing, t0 = {}, time.perf_counter()
     runs = [sentence_terms(model, ds, n_z, batch_size, seed + r, device, progress and r == 0, at_mean=r == 0)
             for r in range(repeats)]
     first = runs[0]
@@ -204,7 +206,9 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         },
         "conventions": dict(EOS_CONVENTIONS),
     }
+    timing["melbo_reconstruction"] = time.perf_counter() - t0
     if iwae_k:
+        t0 = time.perf_counter()
         w = bounds.importance_weights(model, ds, iwae_k, train_prior, batch_size=max(1, min(batch_size, 20)),
                                       max_rows=max_rows, seed=seed, device=device, progress=progress)
         rec_q, eos_q = w["rec"].mean(1), w["rec_eos"].mean(1)  # E_q over the K samples
@@ -224,6 +228,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
             per["elbo_single" + tag], per["iwae" + tag] = single, iw
         if train_prior is not None:
             report["iwae_train_prior"]["m"] = train_prior.m
+        timing[f"iwae_k{iwae_k}"] = time.perf_counter() - t0
     else:
         elbo = first["rec"] + first["kl"]
         report["elbo"] = _bound("ELBO", "N(0,I)", f"N_z={n_z} for E_q[-log p(x|z)], analytic KL",
@@ -236,6 +241,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         report["truth"]["bound"] = "exact"
         per["true_nll"] = np.asarray(true_nll, dtype=np.float64)
     if latent:
+        t0 = time.perf_counter()
         mu, logvar = bounds.posteriors(model, ds, batch_size, device)
         gen = torch.Generator().manual_seed(seed)
         z = mu + torch.randn(mu.shape, generator=gen, dtype=mu.dtype) * torch.exp(0.5 * logvar)
@@ -255,13 +261,17 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
                             "sentence (entropy_z) and of the posterior means (entropy_mu, the AE's code); "
                             "N(0,I_d) reference d/2 (1 + log 2 pi); reads high above ~16 dims",
         }
-        per["mu_var"] = var
+        per["mu_var_per_dim"] = var  # (d,), for the active-unit plot
+        timing["latent"] = time.perf_counter() - t0
     if bleu:
+        t0 = time.perf_counter()
         modes = bleu_report(model, ds, vocab, BLEU_MODES, batch_size, seed, device)
         report["bleu"] = {**{k: modes[0][k] for k in ("sentence_bleu1", "corpus_bleu1", "corpus_bleu4")},
                           "what": f"{modes[0]['what']}; BLEU-1 with brevity penalty per sentence, averaged over "
                                   "sentences (the paper's); corpus BLEU-1 and BLEU-4"}
         report["bleu_modes"] = modes
+        timing["bleu"] = time.perf_counter() - t0
+    report["timing_s"] = timing
     report["per_sentence"] = per
     return report
 

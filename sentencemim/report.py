@@ -1,0 +1,311 @@
+"""`smim report RUN... --out DIR`: the paper's analyses as a Markdown page with PNG figures.
+
+For every run (run directory, model directory or checkpoint) on its corpus's test split:
+
+    table  NLL bounds  MELBO (eqn 16, test-set prior), ELBO (analytic KL, single sample), IWAE_K
+                       under N(0, I) and under a training-set aggregate prior; true NLL on
+                       corpus synthetic. PPL in both <eos> conventions.
+    table  latent      KL, MI estimate, active units, kNN entropy vs N(0, I) (Table 6)
+    table  BLEU        three decoding modes (Table 7)
+    fig 3  histograms of log p(x_i|z_j) and log q(z_i|x_j), i = j vs i != j
+    fig 5  MELBO vs test-subset size K (mean, std over trials), extrapolated to the size at
+           which it would reach a held-out NLL (the run's own IWAE, other runs', --reference-nll)
+    fig 6  histograms of per-sentence bounds (paper Figs. 6-8)
+
+DIR gets report.md, fig*.png, results.json (every number, labelled) and one
+per-sentence .npz per run. matplotlib (extra `plot`) is imported lazily, Agg backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import bounds
+from .errors import UserError
+from .evaluate import BOUND_ORDER, eval_extras, evaluate, melbo_size_to_match, melbo_vs_size
+
+
+@dataclass
+class ReportConfig:
+    split: str = "test"
+    n_z: int = 1  # MELBO z samples per sentence
+    repeats: int = 10  # MELBO repeats (mean, std)
+    iwae_k: int = 100
+    agg_prior_m: int = 1000  # training sentences in the held-out aggregate prior
+    max_sentences: int = 0  # 0 = the whole split
+    fig3_n: int = 200  # sentences in the Fig. 3 cross terms (n^2 decodes)
+    fig5_trials: int = 500  # random subsets per size K
+    batch_size: int = 100
+    max_rows: int = 512  # (sentence, sample) rows per decoder pass
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.split not in ("train", "valid", "test"):
+            raise UserError(f"--split must be train, valid or test, got {self.split!r}")
+        for name in ("n_z", "repeats", "fig5_trials", "batch_size", "max_rows"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer")
+        for name in ("iwae_k", "agg_prior_m", "max_sentences"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.fig3_n < 2:
+            raise UserError("--fig3-n must be at least 2 (i != j needs two sentences)")
+
+
+def analyse_run(name: str, model, vocab, info: dict, ds, train_ds, cfg: ReportConfig, progress=True) -> dict:
+    """Everything the page shows for one model; per-sentence arrays under 'per_sentence'."""
+    corpus = info.get("train", {}).get("corpus")
+    t0 = time.perf_counter()
+    rep = evaluate(model, ds, vocab, n_z=cfg.n_z, repeats=cfg.repeats, seed=cfg.seed, batch_size=cfg.batch_size,
+                   progress=progress, max_rows=cfg.max_rows,
+                   **eval_extras(model, vocab, ds, corpus, train_ds, cfg.iwae_k, cfg.agg_prior_m, cfg.seed,
+                                 cfg.batch_size))
+    rep["timing_s"]["evaluate_total"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sub = ds.subset(min(cfg.fig3_n, len(ds)), cfg.seed)
+    cross = bounds.cross_terms(model, sub, cfg.max_rows, cfg.seed)
+    rep["timing_s"]["fig3_cross_terms"] = time.perf_counter() - t0
+    n = len(sub)
+    off = ~np.eye(n, dtype=bool)
+    rep["fig3"] = {"n": n, "what": f"{n} test sentences, one z_j ~ q(z|x_j) each",
+                   **{f"{k}_{part}": float(v[sel].mean()) for k, v in cross.items()
+                      for part, sel in (("same_mean", np.eye(n, dtype=bool)), ("other_mean", off))}}
+    rec = rep["per_sentence"]["rec"]
+    N = len(rec)
+    sizes = np.unique(np.round(np.logspace(0, math.log10(N), 25)).astype(int))
+    rep["fig5"] = {**melbo_vs_size(rec, sizes, cfg.fig5_trials, cfg.seed), "N": N, "rec_mean": float(rec.mean()),
+                   "what": "MELBO (eqn 16) of random subsets of K test sentences, N_z = "
+                           f"{cfg.n_z}: mean rec(subset) + log K; mean and std over {cfg.fig5_trials} subsets"}
+    mc = model.cfg
+    return {"name": name, "objective": info.get("train", {}).get("objective"), "latent_dim": mc.latent_dim,
+            "hidden_dim": mc.hidden_dim, "corpus": corpus, "step": info.get("step"), "report": rep,
+            "cross": {k: v for k, v in cross.items()}}
+
+
+def _targets(runs: list[dict], i: int, reference: dict) -> dict:
+    """NLLs (nats/sentence) the MELBO of run i is extrapolated to: held-out bounds only."""
+    out = {}
+    for j, r in enumerate(runs):
+        rep = r["report"]
+        for key in ("iwae", "iwae_train_prior"):
+            if key in rep:
+                who = "this model" if j == i else r["name"]
+                prior = "N(0,I)" if key == "iwae" else "training aggregate posterior"
+                out[f"{rep[key]['bound']}, prior {prior} ({who})"] = rep[key]["nll_per_sentence"]
+        if "truth" in rep and j == i:
+            out["true NLL (HMM)"] = rep["truth"]["nll_per_sentence"]
+    out.update(reference)
+    return out
+
+
+# --------------------------------------------------------------------------- figures
+def _plt():
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("smim report draws figures with matplotlib: pip install 'sentencemim[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _fig3(run, path):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    n = run["cross"]["log_px"].shape[0]
+    eye = np.eye(n, dtype=bool)
+    for ax, key, title in ((axes[0], "log_px", r"(a) $\log p(x_i|z_j)$, nats"),
+                           (axes[1], "log_qz", r"(b) $\log q(z_i|x_j)$, nats")):
+        m = run["cross"][key]
+        lo = np.percentile(m, 0.5)
+        bins = np.linspace(lo, m.max(), 61)  # shared, so the two histograms are comparable
+        for sel, label in ((eye, "i = j"), (~eye, "i != j")):
+            v = m[sel]
+            ax.hist(np.clip(v, lo, None), bins=bins, density=True, alpha=0.6, label=f"{label} ({sel.sum()})")
+        ax.set_title(title)
+        ax.legend()
+    fig.suptitle(f"Fig. 3: {run['name']} ({run['objective']}, d={run['latent_dim']}), "
+                 f"{n} test sentences, z_j ~ q(z|x_j); values below the 0.5th percentile drawn at it")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fig5(run, targets, path):
+    plt = _plt()
+    f = run["report"]["fig5"]
+    K, mean, std = np.array(f["sizes"]), np.array(f["mean"]), np.array(f["std"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(K, mean, color="C0", label="MELBO of K random test sentences (mean)")
+    ax.fill_between(K, mean - std, mean + std, color="C0", alpha=0.3, label="1 std over subsets")
+    ax.plot([f["N"]], [mean[-1]], "rx", ms=9)
+    top = max([f["N"]] + [10 ** min(melbo_size_to_match(f["rec_mean"], t), 300) for t in targets.values()])
+    if top > f["N"]:
+        ks = np.logspace(math.log10(f["N"]), math.log10(top), 50)
+        ax.plot(ks, f["rec_mean"] + np.log(ks), "k--", label="extrapolated: mean rec + log K")
+    for i, (label, t) in enumerate(targets.items()):
+        lk = melbo_size_to_match(f["rec_mean"], t)
+        if lk > math.log10(f["N"]) and lk <= 300:
+            ax.plot([10 ** lk], [t], "x", color=f"C{i + 1}", ms=9, label=f"{label}: {t:.1f} at K=10^{lk:.1f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("test-set size K")
+    ax.set_ylabel("NLL bound, nats/sentence")
+    ax.set_title(f"Fig. 5: MELBO vs set size, {run['name']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fig6(run, path):
+    plt = _plt()
+    per, rep = run["report"]["per_sentence"], run["report"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, key in enumerate(k for k in BOUND_ORDER if k in per and not k.startswith("elbo_single")):
+        v = per[key]
+        label = f"{rep[key]['bound']}, prior {rep[key]['prior'].split(',')[0].split('[')[0].strip()}"
+        ax.hist(v, bins=60, alpha=0.45, color=f"C{i}", label=f"{label} (mean {v.mean():.1f})")
+        ax.axvline(v.mean(), color=f"C{i}", ls="--")
+    ax.set_xlabel("per-sentence NLL bound, nats (lower is better)")
+    ax.set_title(f"Figs. 6-8: per-sentence bounds, {run['name']} ({run['objective']}, d={run['latent_dim']})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- page
+def _f(x, fmt=".2f"):
+    return "n/a" if x is None else format(x, fmt)
+
+
+def markdown(runs: list[dict], cfg: ReportConfig, targets: list[dict], command: str) -> str:
+    L = ["# SentenceMIM evaluation report", "",
+         f"Made by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+         f"{platform.machine()} CPU, torch threads {_threads()}. Settings: `{json.dumps(asdict(cfg))}`.", "",
+         "All NLLs are nats per sentence, upper bounds on -log p(x) unless marked exact. PPL = exp(sum of "
+         "sentence NLLs / tokens) with the tokens counted as words + one <eos> per sentence; "
+         "**[w+eos]** keeps the <eos> terms in the numerator (the default), **[paper]** drops them from the "
+         "numerator only (the authors' code; n/a where the bound does not split into tokens). The MELBO uses "
+         "the test set's own aggregated posterior as prior: it is *not* a held-out likelihood.", ""]
+    for r in runs:
+        rep = r["report"]
+        L += [f"## {r['name']}: {r['objective']}, latent {r['latent_dim']}, hidden {r['hidden_dim']}, "
+              f"corpus {r['corpus']}, step {r['step']}", "",
+              f"{rep['sentences']} {cfg.split} sentences, {rep['tokens_words_eos']} tokens (words + <eos>).", "",
+              "| bound | prior | samples | NLL | PPL [w+eos] | PPL [paper] |" +
+              (" gap to true NLL |" if "truth" in rep else ""),
+              "|---|---|---|---|---|---|" + ("---|" if "truth" in rep else "")]
+        for key in BOUND_ORDER:
+            if key not in rep:
+                continue
+            b = rep[key]
+            std = f" ({b['nll_per_sentence_std']:.2f})" if key == "melbo" else ""
+            row = (f"| {_cell(b['bound'])} | {_cell(b['prior'])} | {_cell(b['samples'])} | {b['nll_per_sentence']:.2f}{std} | "
+                   f"{_f(b['ppl_words_eos'])} | {_f(b['ppl_paper'])} |")
+            if "truth" in rep:
+                row += f" {b['nll_per_sentence'] - rep['truth']['nll_per_sentence']:+.2f} |"
+            L.append(row)
+        rc = rep["reconstruction"]
+        L += ["", f"Reconstruction -log p(x|z), z ~ q(z|x): {rc['nll_per_sentence']:.2f} nats/sentence "
+                  f"(z = mean: {rc['nll_per_sentence_at_mean_z']:.2f}); MELBO (std) is over "
+                  f"{rep['melbo']['repeats']} repeats; log N = {rep['melbo']['log_N']:.2f}.", ""]
+        a = rep.get("latent")
+        if a:
+            L += ["| latent (Table 6) | value |", "|---|---|",
+                  f"| KL(q(z\\|x) \\|\\| N(0,I)), analytic, mean | {rep['kl']['mean']:.2f} nats |",
+                  f"| MI estimate I(x;z) (He et al. 2019; at most log N = {math.log(rep['sentences']):.2f}) | "
+                  f"{a['mutual_information']:.2f} nats |",
+                  f"| active units (Var_x E_q[z_u] > 0.01) | {a['active_units']} / {a['dim']} |",
+                  f"| kNN entropy (k=3, max-norm) of z ~ q(z\\|x), one per sentence | {a['entropy_z']['entropy']:.2f} nats |",
+                  f"| kNN entropy of the posterior means (the AE's code) | {a['entropy_mu']['entropy']:.2f} nats "
+                  f"({a['entropy_mu']['duplicates_removed']} duplicate rows removed) |",
+                  f"| N(0, I_{a['dim']}) entropy d/2 (1 + log 2 pi) | {a['entropy_std_normal']:.2f} nats |", "",
+                  "The kNN estimator reads high above ~16 dimensions (docs/evaluation.md): compare entropies of "
+                  "models with the same d and N only.", ""]
+        if "bleu_modes" in rep:
+            L += ["| BLEU (Table 7): reconstruction | sentence BLEU-1, averaged (paper's) | corpus BLEU-1 | "
+                  "corpus BLEU-4 |", "|---|---|---|---|"]
+            L += [f"| {_cell(b['what'])} | {b['sentence_bleu1']:.4f} | {b['corpus_bleu1']:.4f} | {b['corpus_bleu4']:.4f} |"
+                  for b in rep["bleu_modes"]]
+            ex = rep["bleu_modes"][0]["examples"][:3]
+            L += ["", "Examples (reference -> reconstruction, z ~ q, greedy):", ""]
+            L += [f"- `{ref}` -> `{hyp}`" for ref, hyp in ex]
+            L.append("")
+        f3 = rep["fig3"]
+        L += [f"![Fig. 3]({_slug(r)}-fig3.png)", "",
+              f"Fig. 3 ({f3['what']}): mean log p(x_i|z_j) {f3['log_px_same_mean']:.1f} (i = j) vs "
+              f"{f3['log_px_other_mean']:.1f} (i != j) nats; mean log q(z_i|x_j) {f3['log_qz_same_mean']:.1f} vs "
+              f"{f3['log_qz_other_mean']:.1f}.", ""]
+        f5 = rep["fig5"]
+        L += [f"![Fig. 5]({_slug(r)}-fig5.png)", "", f"Fig. 5: {f5['what']}. At K = N = {f5['N']}: "
+              f"{f5['mean'][-1]:.2f} nats; std at K = {f5['sizes'][len(f5['sizes']) // 2]}: "
+              f"{f5['std'][len(f5['sizes']) // 2]:.2f}. Extrapolated with the mean reconstruction term fixed "
+              f"({f5['rec_mean']:.2f}), the MELBO would equal:", ""]
+        for label, t in targets[runs.index(r)].items():
+            lk = melbo_size_to_match(f5["rec_mean"], t)
+            L.append(f"- {label} = {t:.2f} nats/sentence: " + (
+                f"at a test set of K = 10^{lk:.1f} sentences" if lk >= 0 else
+                "never (the MELBO is above it at every K >= 1: its reconstruction term alone exceeds it)"))
+        L += ["", f"![Figs. 6-8]({_slug(r)}-fig6.png)", "",
+              "Per-sentence bounds: MELBO_i = -log p(x_i|z_i) + log N (eqn 16 summand), ELBO_i (analytic KL), "
+              "IWAE_i under both priors" + (", true NLL_i" if "truth" in rep else "") + ".", ""]
+        t = rep["timing_s"]
+        L += ["Measured time (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()), ""]
+    return "\n".join(L)
+
+
+def _cell(text) -> str:
+    """Markdown table cell: a literal | would end the cell."""
+    return str(text).replace("|", "\\|")
+
+
+def _threads():
+    import torch
+    return torch.get_num_threads()
+
+
+def _slug(run):
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in run["name"])
+
+
+def write_report(runs: list[dict], out: str | Path, cfg: ReportConfig, command: str,
+                 reference: dict | None = None) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    targets = [_targets(runs, i, reference or {}) for i in range(len(runs))]
+    results = []
+    for r, tg in zip(runs, targets):
+        slug = _slug(r)
+        _fig3(r, out / f"{slug}-fig3.png")
+        _fig5(r, tg, out / f"{slug}-fig5.png")
+        _fig6(r, out / f"{slug}-fig6.png")
+        np.savez_compressed(out / f"{slug}-per-sentence.npz", **r["report"]["per_sentence"])
+        rep = {k: v for k, v in r["report"].items() if k != "per_sentence"}
+        rep["fig5"]["log10_size_to_match"] = {k: melbo_size_to_match(rep["fig5"]["rec_mean"], t) for k, t in tg.items()}
+        results.append({k: v for k, v in r.items() if k not in ("report", "cross")} | {"report": rep})
+    (out / "results.json").write_text(json.dumps({"command": command, "config": asdict(cfg), "runs": results},
+                                                 indent=1, default=float))
+    (out / "report.md").write_text(markdown(runs, cfg, targets, command))
+    return out / "report.md"
+
+
+def parse_reference(items) -> dict:
+    """--reference-nll 'LABEL=NATS' pairs."""
+    out = {}
+    for item in items or ():
+        label, sep, value = item.rpartition("=")
+        try:
+            out[label] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not label:
+            raise UserError(f"--reference-nll expects LABEL=NATS, got {item!r}")
+    return out

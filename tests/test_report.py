@@ -1,0 +1,72 @@
+"""`smim report` end to end on a tiny synthetic run: files written, every number labelled."""
+
+import json
+import re
+import numpy as np
+import pytest
+
+from sentencemim.cli import main
+from sentencemim.config import ModelConfig, TrainConfig
+from sentencemim.errors import UserError
+from sentencemim.report import ReportConfig, parse_reference
+from sentencemim.train import train
+
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "syn"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SENTENCEMIM_DATA", str(out.parent / "data"))
+    mc = ModelConfig(embedding_dim=8, hidden_dim=8, latent_dim=2)
+    tc = TrainConfig(corpus="synthetic", max_steps=10, batch_size=50, eval_max_sentences=50, seed=0)
+    train(mc, tc, out, quiet=True)
+    yield out
+    mp.undo()
+
+
+def test_report_cli_writes_a_labelled_page(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
+    out = tmp_path / "rep"
+    args = ["report", str(tiny_run), "--out", str(out), "--max-sentences", "60", "--iwae-k", "4",
+            "--agg-prior-m", "20", "--repeats", "2", "--fig3-n", "8", "--fig5-trials", "5",
+            "--reference-nll", "some LM=9.5"]
+    assert main(args) == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"report.md", "results.json", "syn-fig3.png", "syn-fig5.png", "syn-fig6.png",
+            "syn-per-sentence.npz"} <= files
+    for png in ("syn-fig3.png", "syn-fig5.png", "syn-fig6.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.md").read_text()
+    # the bounds table: one row per bound, each with bound, prior, samples, NLL, both PPLs and the truth gap
+    rows = [l for l in page.splitlines() if l.startswith("| ") and any(
+        l.startswith(f"| {b}") for b in ("MELBO", "ELBO", "IWAE", "exact"))]
+    assert len(rows) == 7
+    for row in rows:
+        cells = re.split(r"(?<!\\)\|", row)[1:-1]
+        assert len(cells) == 7, row  # no stray '|' splitting a cell
+        assert cells[1].strip()  # the prior is named
+    assert "NOT held-out" in page and "training aggregate posterior, M=20" in page and "[paper]" in page
+    assert "some LM = 9.50" in page and "10^" in page
+    res = json.loads((out / "results.json").read_text())
+    rep = res["runs"][0]["report"]
+    assert rep["sentences"] == 60 and "truth" in rep  # corpus synthetic: the exact NLL is beside the bounds
+    for key in ("melbo", "elbo", "elbo_single", "iwae", "iwae_train_prior", "truth"):
+        assert {"bound", "prior", "samples", "nll_per_sentence", "ppl_words_eos", "ppl_paper"} <= set(rep[key])
+    assert rep["truth"]["nll_per_sentence"] < rep["iwae"]["nll_per_sentence"]  # a bound is above the truth
+    per = np.load(out / "syn-per-sentence.npz")
+    assert per["iwae"].shape == (60,) and per["true_nll"].shape == (60,)
+    assert rep["fig5"]["sizes"][-1] == 60 and rep["fig5"]["mean"][-1] == pytest.approx(
+        per["rec"].mean() + np.log(60))
+
+
+def test_report_argument_errors():
+    assert parse_reference(["a=b=1.5"]) == {"a=b": 1.5}
+    for bad in (["nonumber"], ["x=abc"], ["=3"]):
+        with pytest.raises(UserError, match="LABEL=NATS"):
+            parse_reference(bad)
+    with pytest.raises(UserError, match="fig3-n"):
+        ReportConfig(fig3_n=1).validate()
+    with pytest.raises(UserError, match="split"):
+        ReportConfig(split="dev").validate()
