@@ -33,8 +33,8 @@ class ModelConfig:
     sos_id: int = 2
     eos_id: int = 3
 
-    def validate(self) -> None:
-        for name in ("vocab_size", "embedding_dim", "hidden_dim", "latent_dim", "num_layers"):
+    def validate(self, check_vocab: bool = True) -> None:
+        for name in (("vocab_size",) if check_vocab else ()) + ("embedding_dim", "hidden_dim", "latent_dim", "num_layers"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}")
         for name in ("embedding_dropout", "word_dropout", "encoder_unk_rate"):
@@ -70,6 +70,7 @@ class TrainConfig:
     max_vocab: int = 0  # 0 = no cap
     seed: int = 0
     log_every: int = 50
+    checkpoint_every: int = 1000  # steps between checkpoint-latest.pt writes (also each epoch and on stop)
     nan_policy: str = "stop"  # stop | skip
     device: str = "auto"
 
@@ -84,7 +85,8 @@ class TrainConfig:
             raise UserError(f"unknown length_policy {self.length_policy!r}; choose drop or truncate")
         if self.nan_policy not in ("stop", "skip"):
             raise UserError(f"unknown nan_policy {self.nan_policy!r}; choose stop or skip")
-        for name in ("batch_size", "max_epochs", "patience", "log_every", "kl_anneal_steps", "min_count"):
+        for name in ("batch_size", "max_epochs", "patience", "log_every", "kl_anneal_steps", "min_count",
+                     "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}")
         for name in ("max_steps", "eval_every", "eval_max_sentences", "max_length", "max_vocab"):

@@ -5,7 +5,8 @@ sentence (or document) a line. Names resolve to folders in the data directory:
 
     --data-dir DIR   >   $SENTENCEMIM_DATA   >   $XDG_CACHE_HOME/sentencemim (~/.cache/sentencemim)
 
-Any other existing folder path given as the corpus is used as it is. Missing
+Any other existing folder path given as the corpus is used as it is. With the
+environment variable SENTENCEMIM_OFFLINE=1 nothing is downloaded. Missing
 files of a named corpus are downloaded from their public source and verified
 (sha256 or git blob sha1) before they are moved into place; offline, the error
 names the files expected and where to put them.
@@ -127,7 +128,12 @@ def resolve(corpus: str, data_dir_arg: str | None = None, download: bool = True,
         spec = CORPORA[corpus]
         folder = root / spec.folder
         missing = [s for s in splits if not (folder / f"{s}.txt").is_file()]
-        if missing and download:
+        if missing and (not download or os.environ.get("SENTENCEMIM_OFFLINE")):
+            expected = ", ".join(str(folder / f"{s}.txt") for s in missing)
+            raise UserError(f"corpus {corpus}: missing {expected} (offline: SENTENCEMIM_OFFLINE is set). "
+                            f"Put the files there, or point --data-dir at a folder holding "
+                            f"{spec.folder}/{{train,valid,test}}.txt")
+        if missing:
             fetch(spec, folder, missing)
         files = {s: [folder / f"{s}.txt"] for s in splits}
         return ResolvedCorpus(corpus, files, {p[0]: spec.label_column for p in files.values()})

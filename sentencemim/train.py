@@ -36,9 +36,6 @@ from .progress import Progress
 from .runtime import Runtime, setup, teardown
 from .vocab import Vocab
 
-CHECKPOINT_EVERY = 1000
-
-
 class NumericalError(UserError):
     """A non-finite loss or gradient (stops training under nan_policy=stop)."""
 
@@ -60,6 +57,10 @@ def load_corpus_splits(tc: TrainConfig, vocab: Vocab | None, splits=("train", "v
             for k in ("lines", "empty", "dropped_long", "truncated", "kept", "words"):
                 setattr(st_all, k, getattr(st_all, k) + getattr(st, k))
         texts[split], stats[split] = sents, st_all
+        very_long = sum(1 for x in sents if len(x) > 1000)
+        if very_long:
+            log(f"{split}: {very_long} sentence(s) longer than 1000 words are kept whole; "
+                f"--max-length N --length-policy drop|truncate limits them")
     if vocab is None:
         if "train" not in texts:
             raise UserError("a vocabulary is needed (build it from the train split)")
@@ -73,6 +74,18 @@ def load_corpus_splits(tc: TrainConfig, vocab: Vocab | None, splits=("train", "v
             log(f"{split}: {ds.oov} out-of-vocabulary tokens mapped to <unk>")
         datasets[split] = ds
     return vocab, datasets
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop the records a killed run wrote after its last checkpoint, so
+    metrics.jsonl holds each step once, as an uninterrupted run would."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.replace(path)
 
 
 @dataclass
@@ -132,6 +145,7 @@ def train(mc: ModelConfig, tc: TrainConfig, out: str | Path, resume: bool = Fals
     elif ckpt_path.exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     tc.validate()
+    mc.validate(check_vocab=False)  # before any data is read
     rt = setup(tc.device, tc.seed)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rt.is_main and not quiet else (lambda *a: None)
     try:
@@ -171,6 +185,8 @@ def _train(mc, tc, out, saved, rt, log, quiet):
     n_params = sum(p.numel() for p in params)
     log(f"model: {n_params / 1e6:.2f}M parameters, objective {tc.objective}, latent {mc.latent_dim}, "
         f"device {rt.device}, world size {rt.world_size}")
+    if saved and rt.is_main:
+        _truncate_metrics(out / "metrics.jsonl", st.step)
     metrics = open(out / "metrics.jsonl", "a") if rt.is_main else None
 
     def emit(record):
@@ -274,7 +290,7 @@ def _train(mc, tc, out, saved, rt, log, quiet):
                     window = [0.0] * 6
                 if tc.eval_every and st.step % tc.eval_every == 0:
                     end_of_validation(validate(model, valid_ds, tc, rt), epoch_end=False)
-                if st.step % CHECKPOINT_EVERY == 0:
+                if st.step % tc.checkpoint_every == 0:
                     save_ckpt("checkpoint-latest.pt")
                 if stop_signal:
                     save_ckpt("checkpoint-latest.pt")

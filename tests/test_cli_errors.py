@@ -1,0 +1,181 @@
+"""Every user mistake gets exit status 2 and one line on stderr naming the problem
+(no traceback); the real CLI runs in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_corpus
+
+SMIM = [sys.executable, "-m", "sentencemim.cli"]
+TINY = ["--embedding-dim", "8", "--hidden-dim", "8", "--latent-dim", "2", "--batch-size", "10"]
+
+
+def smim(*args, env=None, timeout=120):
+    e = {**os.environ, **(env or {})}
+    return subprocess.run(SMIM + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=e)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny trained run and its exported model directory, shared by the cases."""
+    root = tmp_path_factory.mktemp("trained")
+    corpus = write_corpus(root / "corpus")
+    r = smim("train", "--corpus", corpus, *TINY, "--max-steps", "3", "--out", root / "run")
+    assert r.returncode == 0, r.stderr
+    from sentencemim.modelio import load_model, save_pretrained
+    model, vocab, _ = load_model(root / "run")
+    save_pretrained(model, vocab, root / "model")
+    return root
+
+
+def _case_missing_split(tmp):
+    c = write_corpus(tmp / "c")
+    (c / "train.txt").unlink()
+    return ["train", "--corpus", c, "--out", tmp / "r"], "lacks train.txt"
+
+
+def _case_empty_file(tmp):
+    c = write_corpus(tmp / "c")
+    (c / "train.txt").write_text("")
+    return ["train", "--corpus", c, "--out", tmp / "r"], "train.txt: file is empty"
+
+
+def _case_blank_lines_only(tmp):
+    c = write_corpus(tmp / "c")
+    (c / "valid.txt").write_text("\n   \n\t\n")
+    return ["train", "--corpus", c, "--out", tmp / "r"], "valid.txt: no sentences left"
+
+
+def _case_invalid_utf8(tmp):
+    c = write_corpus(tmp / "c")
+    (c / "train.txt").write_bytes(b"a b\nc d\ne \xc3\x28 f\n")
+    return ["train", "--corpus", c, "--out", tmp / "r"], "train.txt:3: invalid UTF-8"
+
+
+def _case_unknown_corpus(tmp):
+    return ["train", "--corpus", "penn-treebank", "--out", tmp / "r"], "unknown corpus 'penn-treebank'"
+
+
+def _case_data_dir_without_files(tmp):
+    (tmp / "empty").mkdir()
+    return ["train", "--corpus", "ptb", "--data-dir", tmp / "empty", "--out", tmp / "r"], "ptb/train.txt"
+
+
+def _case_negative_size(tmp):
+    return ["train", "--corpus", "synthetic", "--latent-dim", "-4", "--out", tmp / "r"], "latent_dim must be a positive"
+
+
+def _case_zero_batch(tmp):
+    return ["train", "--corpus", "synthetic", "--batch-size", "0", "--out", tmp / "r"], "batch_size must be a positive"
+
+
+def _case_unknown_objective(tmp):
+    return ["train", "--corpus", "synthetic", "--objective", "gan", "--out", tmp / "r"], "unknown objective 'gan'"
+
+
+def _case_bad_dropout(tmp):
+    return ["train", "--corpus", "synthetic", "--embedding-dropout", "1.5", "--out", tmp / "r"], "embedding_dropout must be in"
+
+
+def _case_resume_nothing(tmp):
+    return ["train", "--out", tmp / "nothing", "--resume"], "no checkpoint"
+
+
+def _case_no_such_model(tmp):
+    return ["evaluate", tmp / "nowhere"], "no such model"
+
+
+CASES = [_case_missing_split, _case_empty_file, _case_blank_lines_only, _case_invalid_utf8, _case_unknown_corpus,
+         _case_data_dir_without_files, _case_negative_size, _case_zero_batch, _case_unknown_objective,
+         _case_bad_dropout, _case_resume_nothing, _case_no_such_model]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__[6:])
+def test_user_mistakes_give_one_line_and_status_2(tmp_path, case):
+    args, expected = case(tmp_path)
+    r = smim(*args, env={"SENTENCEMIM_OFFLINE": "1"})
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    errors = [l for l in r.stderr.splitlines() if "error:" in l]
+    assert len(errors) == 1 and expected in errors[0], r.stderr
+
+
+def _model_dir_cases():
+    def missing_vocab(root, d):
+        (d / "vocab.json").unlink()
+        return "vocab.json"
+
+    def mismatched_vocab(root, d):
+        v = json.loads((d / "vocab.json").read_text())
+        v["itos"] = v["itos"][:-2]
+        (d / "vocab.json").write_text(json.dumps(v))
+        return "do not belong together"
+
+    def missing_config(root, d):
+        (d / "config.json").unlink()
+        return "config.json: missing"
+
+    def corrupt_safetensors(root, d):
+        data = (d / "model.safetensors").read_bytes()
+        (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+        return "model.safetensors: unreadable"
+
+    def garbage_config(root, d):
+        (d / "config.json").write_text("{not json")
+        return "config.json: not valid JSON"
+
+    return [missing_vocab, mismatched_vocab, missing_config, corrupt_safetensors, garbage_config]
+
+
+@pytest.mark.parametrize("damage", _model_dir_cases(), ids=lambda f: f.__name__)
+def test_broken_model_directory(trained, tmp_path, damage):
+    import shutil
+    d = tmp_path / "model"
+    shutil.copytree(trained / "model", d)
+    expected = damage(trained, d)
+    r = smim("evaluate", d, "--corpus", trained / "corpus", "--repeats", "1", "--no-bleu")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert expected in r.stderr
+
+
+@pytest.mark.parametrize("cut", [0, 100, 0.5])
+def test_truncated_checkpoint(trained, tmp_path, cut):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    ck = run / "checkpoint-best.pt"
+    data = ck.read_bytes()
+    ck.write_bytes(data[: int(len(data) * cut) if isinstance(cut, float) else cut])
+    r = smim("evaluate", run, "--repeats", "1", "--no-bleu")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "checkpoint-best.pt" in r.stderr and "truncated or corrupt" in r.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = subprocess.run(SMIM + ["--debug", "train", "--corpus", "nope", "--out", str(tmp_path / "r")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_crlf_bom_and_a_10000_token_line_are_handled_and_counted(tmp_path):
+    c = write_corpus(tmp_path / "c")
+    train = (c / "train.txt").read_text().splitlines()
+    long_line = " ".join(["cat"] * 10_000)
+    text = "\ufeff" + "\r\n".join(train + ["", "   ", long_line]) + "\r\n"
+    (c / "train.txt").write_bytes(text.encode("utf-8"))
+    r = smim("train", "--corpus", c, *TINY, "--max-steps", "2", "--max-length", "50", "--length-policy", "truncate",
+             "--out", tmp_path / "r")
+    assert r.returncode == 0, r.stderr
+    n = len(train)
+    assert f"{n + 3} lines read, {n + 1} kept" in r.stderr and "2 empty skipped" in r.stderr
+    assert "1 truncated" in r.stderr
+    vocab = json.loads((tmp_path / "r" / "vocab.json").read_text())["itos"]
+    assert not any("\ufeff" in w or "\r" in w for w in vocab)
+    # the same line under the drop policy is dropped and counted
+    r = smim("train", "--corpus", c, *TINY, "--max-steps", "2", "--max-length", "50", "--out", tmp_path / "r2")
+    assert r.returncode == 0 and "1 dropped as too long" in r.stderr
