@@ -82,9 +82,14 @@ def sentence_terms(model: SentenceAE, ds: Dataset, n_z: int = 1, batch_size: int
     return res
 
 
+def _exp(x: float) -> float:
+    """exp that gives inf instead of raising (a bound can be thousands of nats per token)."""
+    return math.exp(x) if x < 700 else math.inf
+
+
 def perplexities(nll_sum: float, eos_sum: float | None, tokens: int) -> dict:
-    return {"ppl_words_eos": math.exp(nll_sum / tokens),
-            "ppl_paper": None if eos_sum is None else math.exp((nll_sum - eos_sum) / tokens)}
+    return {"ppl_words_eos": _exp(nll_sum / tokens),
+            "ppl_paper": None if eos_sum is None else _exp((nll_sum - eos_sum) / tokens)}
 
 
 def melbo(rec: np.ndarray, rec_eos: np.ndarray, tokens: np.ndarray) -> dict:
@@ -251,7 +256,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
             "what": "latent diagnostics on this split",
             "dim": d,
             "mutual_information": bounds.mutual_information(mu, logvar, seed),
-            "mutual_information_what": "I(x;z) estimate of He et al. 2019, one z per sentence, aggregate "
+            "mutual_information_what": "I(x;z) estimate of He et al. 2019 (log q(z|x) at the sample), one z per sentence, aggregate "
                                        f"posterior over this split; at most log N = {math.log(N):.3f} nats",
             "active_units": n_active, "active_units_what": "dims with Var_x(E_q[z_u]) > 0.01",
             "entropy_z": knn_entropy(z.numpy(), k=3),
@@ -277,7 +282,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
 
 
 def _num(x, fmt=".3f"):
-    return "n/a" if x is None else format(x, fmt)
+    return "n/a" if x is None else format(x, fmt) if abs(x) < 1e6 else format(x, ".3g")
 
 
 BOUND_ORDER = ("melbo", "elbo", "elbo_single", "iwae", "elbo_single_train_prior", "iwae_train_prior", "truth")

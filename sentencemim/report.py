@@ -138,7 +138,7 @@ def _fig3(run, path):
     plt.close(fig)
 
 
-def _fig5(run, targets, path):
+def _fig5(run, targets, path, max_log10=60):
     plt = _plt()
     f = run["report"]["fig5"]
     K, mean, std = np.array(f["sizes"]), np.array(f["mean"]), np.array(f["std"])
@@ -146,14 +146,15 @@ def _fig5(run, targets, path):
     ax.plot(K, mean, color="C0", label="MELBO of K random test sentences (mean)")
     ax.fill_between(K, mean - std, mean + std, color="C0", alpha=0.3, label="1 std over subsets")
     ax.plot([f["N"]], [mean[-1]], "rx", ms=9)
-    top = max([f["N"]] + [10 ** min(melbo_size_to_match(f["rec_mean"], t), 300) for t in targets.values()])
-    if top > f["N"]:
-        ks = np.logspace(math.log10(f["N"]), math.log10(top), 50)
+    # targets further than 10^max_log10 sentences away are listed in the text only
+    reach = {k: melbo_size_to_match(f["rec_mean"], t) for k, t in targets.items()}
+    shown = {k: lk for k, lk in reach.items() if math.log10(f["N"]) < lk <= max_log10}
+    if shown:
+        ks = np.logspace(math.log10(f["N"]), max(shown.values()), 50)
         ax.plot(ks, f["rec_mean"] + np.log(ks), "k--", label="extrapolated: mean rec + log K")
-    for i, (label, t) in enumerate(targets.items()):
-        lk = melbo_size_to_match(f["rec_mean"], t)
-        if lk > math.log10(f["N"]) and lk <= 300:
-            ax.plot([10 ** lk], [t], "x", color=f"C{i + 1}", ms=9, label=f"{label}: {t:.1f} at K=10^{lk:.1f}")
+    for i, (label, lk) in enumerate(shown.items()):
+        t = targets[label]
+        ax.plot([10 ** lk], [t], "x", color=f"C{i + 1}", ms=9, label=f"{label}: {t:.1f} at K=10^{lk:.1f}")
     ax.set_xscale("log")
     ax.set_xlabel("test-set size K")
     ax.set_ylabel("NLL bound, nats/sentence")
@@ -164,16 +165,30 @@ def _fig5(run, targets, path):
     plt.close(fig)
 
 
+SHORT_PRIOR = {"melbo": "test-set aggregate posterior", "elbo": "N(0,I)", "iwae": "N(0,I)",
+               "iwae_train_prior": "training aggregate posterior", "truth": "HMM"}
+
+
 def _fig6(run, path):
     plt = _plt()
     per, rep = run["report"]["per_sentence"], run["report"]
+    col = {k: "true_nll" if k == "truth" else k for k in BOUND_ORDER}  # report key -> per-sentence key
+    keys = [k for k in BOUND_ORDER if col[k] in per and not k.startswith("elbo_single")]
+    # one x range for all; a bound whose bulk lies far outside it is named, not drawn
+    lo = min(np.percentile(per[col[k]], 0.5) for k in keys)
+    hi = max(np.percentile(per[col[k]], 99.5) for k in keys if k != "iwae_train_prior")
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, key in enumerate(k for k in BOUND_ORDER if k in per and not k.startswith("elbo_single")):
-        v = per[key]
-        label = f"{rep[key]['bound']}, prior {rep[key]['prior'].split(',')[0].split('[')[0].strip()}"
-        ax.hist(v, bins=60, alpha=0.45, color=f"C{i}", label=f"{label} (mean {v.mean():.1f})")
+    off = []
+    for i, key in enumerate(keys):
+        v = per[col[key]]
+        label = f"{rep[key]['bound']}, prior {SHORT_PRIOR[key]} (mean {v.mean():.1f})"
+        if np.median(v) > hi:
+            off.append(label)
+            continue
+        ax.hist(v, bins=np.linspace(lo, hi, 61), alpha=0.45, color=f"C{i}", label=label)
         ax.axvline(v.mean(), color=f"C{i}", ls="--")
-    ax.set_xlabel("per-sentence NLL bound, nats (lower is better)")
+    ax.set_xlabel("per-sentence NLL bound, nats (lower is better)"
+                  + ("\noff scale: " + "; ".join(off) if off else ""))
     ax.set_title(f"Figs. 6-8: per-sentence bounds, {run['name']} ({run['objective']}, d={run['latent_dim']})")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -183,7 +198,7 @@ def _fig6(run, path):
 
 # --------------------------------------------------------------------------- page
 def _f(x, fmt=".2f"):
-    return "n/a" if x is None else format(x, fmt)
+    return "n/a" if x is None else format(x, fmt) if abs(x) < 1e6 else format(x, ".3g")
 
 
 def markdown(runs: list[dict], cfg: ReportConfig, targets: list[dict], command: str) -> str:
