@@ -96,7 +96,8 @@ def cmd_evaluate(args) -> int:
         print(f"wrote {args.json}", file=sys.stderr)
     if args.per_sentence:
         import numpy as np
-        np.savez_compressed(args.per_sentence, **per_sentence)
+        from .evaluate import per_sentence_arrays
+        np.savez_compressed(args.per_sentence, **per_sentence_arrays(per_sentence))
         print(f"wrote per-sentence values to {args.per_sentence}", file=sys.stderr)
     return 0
 

@@ -43,6 +43,30 @@ EOS_CONVENTIONS = {
     "ppl_words_eos": "exp(sum NLL / (words + <eos>)); <eos> in numerator and denominator",
     "ppl_paper": "exp((sum NLL - <eos> terms) / (words + <eos>)); the paper's convention",
 }
+# What each per-sentence array holds (saved with them as `_what`); nats, dataset order.
+PER_SENTENCE_WHAT = {
+    "tokens": "words + 1 <eos>",
+    "rec": "-log p(x|z), z ~ q(z|x), mean over N_z samples, words + <eos> (first MELBO repeat)",
+    "rec_eos": "the <eos> term of rec",
+    "kl": "KL(q(z|x) || N(0,I)), analytic",
+    "melbo": "rec + log N: the sentence's term of the MELBO (eqn 16), prior = test-set aggregate posterior",
+    "elbo": "E_q[-log p(x|z)] + analytic KL, prior N(0,I)",
+    "rec_q": "E_q[-log p(x|z)] over the K IWAE samples",
+    "elbo_single": "single-sample -ELBO, prior N(0,I)",
+    "iwae": "-IWAE_K, prior N(0,I)",
+    "elbo_single_train_prior": "single-sample -ELBO, prior = training aggregate posterior",
+    "iwae_train_prior": "-IWAE_K, prior = training aggregate posterior",
+    "true_nll": "exact -log p(x) under the generating HMM (corpus synthetic)",
+    "mu_var_per_dim": "Var over sentences of E_q[z_u], per latent dimension (active units), not per sentence",
+}
+
+
+def per_sentence_arrays(per: dict) -> dict:
+    """The per-sentence arrays plus their descriptions (`_what`, JSON), ready for np.savez."""
+    import json
+    return {**per, "_what": np.array(json.dumps({k: PER_SENTENCE_WHAT.get(k, "") for k in per}))}
+
+
 # (z mode, decoding method): the first is the paper's Table 2/7 BLEU as implemented here
 BLEU_MODES = (("sample", "greedy"), ("mean", "greedy"), ("sample", "sample"))
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from . import bounds
 from .errors import UserError
-from .evaluate import BOUND_ORDER, eval_extras, evaluate, melbo_size_to_match, melbo_vs_size
+from .evaluate import (BOUND_ORDER, eval_extras, evaluate, melbo_size_to_match, melbo_vs_size,
+                       per_sentence_arrays)
 
 
 @dataclass
@@ -302,7 +303,7 @@ def write_report(runs: list[dict], out: str | Path, cfg: ReportConfig, command: 
         _fig3(r, out / f"{slug}-fig3.png")
         _fig5(r, tg, out / f"{slug}-fig5.png")
         _fig6(r, out / f"{slug}-fig6.png")
-        np.savez_compressed(out / f"{slug}-per-sentence.npz", **r["report"]["per_sentence"])
+        np.savez_compressed(out / f"{slug}-per-sentence.npz", **per_sentence_arrays(r["report"]["per_sentence"]))
         rep = {k: v for k, v in r["report"].items() if k != "per_sentence"}
         rep["fig5"]["log10_size_to_match"] = {k: melbo_size_to_match(rep["fig5"]["rec_mean"], t) for k, t in tg.items()}
         results.append({k: v for k, v in r.items() if k not in ("report", "cross")} | {"report": rep})

@@ -57,6 +57,8 @@ def test_report_cli_writes_a_labelled_page(tiny_run, tmp_path, monkeypatch):
     assert rep["truth"]["nll_per_sentence"] < rep["iwae"]["nll_per_sentence"]  # a bound is above the truth
     per = np.load(out / "syn-per-sentence.npz")
     assert per["iwae"].shape == (60,) and per["true_nll"].shape == (60,)
+    what = json.loads(str(per["_what"]))  # every saved array says what it holds
+    assert set(what) == set(per.files) - {"_what"} and all(what.values())
     assert rep["fig5"]["sizes"][-1] == 60 and rep["fig5"]["mean"][-1] == pytest.approx(
         per["rec"].mean() + np.log(60))
 
