@@ -39,9 +39,10 @@ def _fmt(name, m) -> str:
 
 
 def _baselines(qs) -> dict:
-    from .qa import overlap_scores, random_ranking, rank_metrics
+    from .qa import length_scores, overlap_scores, random_ranking, rank_metrics
     labels = [q.labels for q in qs]
     return {"random (expected)": random_ranking(qs),
+            "longest answer first": rank_metrics(length_scores(qs), labels),
             "word overlap": rank_metrics(overlap_scores(qs, weighted=False), labels),
             "idf word overlap": rank_metrics(overlap_scores(qs, weighted=True), labels)}
 

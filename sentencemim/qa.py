@@ -205,6 +205,12 @@ def overlap_scores(questions: list[Question], weighted: bool = True) -> list[np.
     return out
 
 
+def length_scores(questions: list[Question]) -> list[np.ndarray]:
+    """Length-only baseline: longer candidates first (answer tokens). It shows how much
+    of a score's signal the answer length alone explains."""
+    return [np.asarray([len(a) for a in q.answers], dtype=float) for q in questions]
+
+
 def random_ranking(questions: list[Question]) -> dict:
     """Exact expected metrics of a uniformly random ranking (all scores tied)."""
     return rank_metrics([np.zeros(len(q.labels)) for q in questions], [q.labels for q in questions])

@@ -10,7 +10,7 @@ import torch
 from sentencemim.config import ModelConfig
 from sentencemim.model import SentenceAE
 from sentencemim.qa import (Ranker, answer_from_decoded, average_precision, generate_answers,
-                            overlap_scores, precision_at_1, random_ranking, rank_metrics,
+                            length_scores, overlap_scores, precision_at_1, random_ranking, rank_metrics,
                             reciprocal_rank, summarize_runs)
 from sentencemim.qa_data import Question, qa_tokens
 from sentencemim.vocab import Vocab
@@ -173,6 +173,7 @@ def test_baselines():
     q2 = Question("who wrote hamlet".split(), [["shakespeare", "wrote", "hamlet"], ["nobody"]], [1, 0])
     (s,) = overlap_scores([q2], weighted=True)
     assert s[0] > s[1] == 0
+    assert length_scores([q])[0].tolist() == [2, 2, 2, 1]
     r = random_ranking([q])  # 1 correct of 4
     assert r["P@1"] == pytest.approx(0.25) and r["MRR"] == pytest.approx(25 / 48)
 
