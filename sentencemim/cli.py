@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,9 +46,14 @@ def cmd_train(args) -> int:
     overrides = {k: v for k, v in tc_args.items()
                  if k in ("max_steps", "max_epochs", "eval_every", "log_every", "device", "data_dir")}
     result = train(mc, tc, args.out, resume=args.resume, overrides=overrides, quiet=args.quiet)
-    print(json.dumps({k: result[k] for k in ("status", "step", "epoch", "best_val", "lr")}))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: result[k] for k in ("status", "step", "epoch", "best_val", "lr")}))
     if result["status"] == "interrupted":
         return 128 + int(result["signal"])
+    if args.evaluate and int(os.environ.get("RANK", "0")) == 0:
+        out = Path(args.out)
+        eval_args = build_parser().parse_args(["evaluate", str(out), "--json", str(out / "eval-test.json")])
+        return cmd_evaluate(eval_args)
     return 0
 
 
@@ -130,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--preset", choices=sorted(PRESETS), help="ptb (default settings) or large (Yahoo/Yelp/WT103)")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument("--evaluate", action="store_true",
+                   help="afterwards, evaluate the best checkpoint on the test split (writes OUT/eval-test.json)")
     _add_config_flags(t, ModelConfig, _HIDDEN_MODEL_FIELDS)
     _add_config_flags(t, TrainConfig)
     t.set_defaults(func=cmd_train)

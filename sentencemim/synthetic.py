@@ -12,6 +12,7 @@ of length >= 1 has a probability and they sum to one.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ def ensure_synthetic(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in SIZES.items():
         text = "".join(" ".join(s) + "\n" for s in hmm.sample(n, rng))
-        tmp = folder / f".{split}.txt.tmp"
+        tmp = folder / f".{split}.txt.{os.getpid()}.tmp"  # several ranks may write at once
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(folder / f"{split}.txt")
     return folder

@@ -87,12 +87,15 @@ def test_existing_run_needs_resume(tmp_path):
 
 def test_cli_train_and_evaluate_smoke(tmp_path):
     env_run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "sentencemim.cli", "train", "--corpus", "synthetic", "--objective", "vae",
+    corpus = write_corpus(tmp_path / "c", sizes=(200, 20, 100))
+    cmd = [sys.executable, "-m", "sentencemim.cli", "train", "--corpus", str(corpus), "--objective", "vae",
            "--kl-annealing", "linear", "--kl-anneal-steps", "10", "--embedding-dim", "8", "--hidden-dim", "8",
-           "--latent-dim", "2", "--max-steps", "15", "--batch-size", "50", "--out", str(env_run)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+           "--latent-dim", "2", "--max-steps", "15", "--batch-size", "20", "--out", str(env_run), "--evaluate"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["step"] == 15
+    assert json.loads(r.stdout.splitlines()[0])["step"] == 15
+    main_job = json.loads((env_run / "eval-test.json").read_text())  # --evaluate: the test split
+    assert main_job["split"] == "test" and main_job["sentences"] == 100
     out = tmp_path / "eval.json"
     r = subprocess.run([sys.executable, "-m", "sentencemim.cli", "evaluate", str(env_run), "--repeats", "2",
                         "--max-sentences", "100", "--json", str(out)], capture_output=True, text=True, timeout=120)
@@ -105,3 +108,19 @@ def test_cli_train_and_evaluate_smoke(tmp_path):
     assert rep["melbo"]["log_N"] == pytest.approx(4.60517, abs=1e-4)
     assert "MELBO" in r.stdout and "[paper convention]" in r.stdout and "[words+<eos>]" in r.stdout
     assert 0 <= rep["bleu"]["sentence_bleu1"] <= 1
+
+
+def test_torchrun_two_processes_train_in_step(tmp_path):
+    """DDP through torchrun on CPU (gloo): both ranks take the same number of steps
+    and rank 0 alone writes the run."""
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "sentencemim.cli", "train", "--corpus", "synthetic", "--embedding-dim", "8", "--hidden-dim", "8",
+           "--latent-dim", "2", "--max-steps", "6", "--log-every", "3", "--out", str(run)]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count('"status": "finished"') == 1  # printed by rank 0 only
+    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in recs if x["kind"] == "train"] == [3, 6]
+    assert "world size 2" in r.stderr
