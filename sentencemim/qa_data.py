@@ -274,6 +274,9 @@ def load_questions(data: str, split: str = "test", data_dir=None, allow_pickle: 
             raise UserError(f"{path}: missing. YahooCQA is published as a pickle (vanzytay/YahooQA_Splits "
                             f"data/env.pkl); convert it with `smim qa convert-yahoocqa env.pkl "
                             f"{path.parent} --allow-pickle`")
+        if not path.is_file():
+            raise UserError(f"{path}: missing; point --data-dir (or $SENTENCEMIM_DATA) at a folder holding "
+                            f"{path.parent.name}/{path.name}")
     if path.suffix == ".pkl":
         split = _SPLIT_ALIASES.get(split, split)
         questions = read_yahoocqa_pickle(path, allow_pickle)[split]

@@ -133,6 +133,8 @@ def test_yahoocqa_malformed(tmp_path, env, message):
 def test_missing_yahoocqa_says_how_to_convert(tmp_path):
     with pytest.raises(UserError, match="convert-yahoocqa"):
         load_questions("yahoocqa", "test", data_dir=tmp_path)
+    with pytest.raises(UserError, match="wikiqa/WikiQASent-test.txt"):
+        load_questions("wikiqa", "test", data_dir=tmp_path)
     with pytest.raises(UserError, match="unknown QA data set|split must be"):
         load_questions("wikiqa", "nosplit", data_dir=tmp_path)
 
