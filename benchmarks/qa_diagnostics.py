@@ -38,6 +38,7 @@ def main():
         "mean_score_median": float(np.median(det)), "noise_norm_median": float(np.median(noise)),
         "raw_mu_distance_median": float(np.median(raw)),
         "corr_mean_score_vs_answer_length": float(np.corrcoef(det, lengths)[0, 1]),
+        "corr_raw_mu_distance_vs_answer_length": float(np.corrcoef(raw, lengths)[0, 1]),  # the 'ae' score
         "qa_token_oov_rate": sum(vocab.count_oov([t]) for t in tokens) / len(tokens),
     }
     print(json.dumps(out, indent=2))
