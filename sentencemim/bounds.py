@@ -80,7 +80,7 @@ def posteriors(model: SentenceAE, ds: Dataset, batch_size: int = 100, device="cp
     for idx in ds.eval_batches(batch_size):
         b = ds.batch(idx).to(device)
         m, lv = model.encode(b.enc_in, b.lengths)
-        mu[b.index], logvar[b.index] = m.cpu(), lv.cpu()
+        mu[torch.as_tensor(idx)], logvar[torch.as_tensor(idx)] = m.cpu(), lv.cpu()
     return mu, logvar
 
 
@@ -117,7 +117,7 @@ def importance_weights(model: SentenceAE, ds: Dataset, k: int, prior: AggregateP
         b = ds.batch(idx).to(device)
         B = b.size
         mu, logvar = model.encode(b.enc_in, b.lengths)  # (B, d)
-        i = b.index.numpy()
+        i = np.asarray(idx)
         res["kl"][i] = (0.5 * (torch.exp(logvar) + mu ** 2 - 1.0 - logvar).sum(-1)).double().cpu().numpy()
         res["tokens"][i] = b.lengths.cpu().numpy()
         c = max(1, min(k, max_rows // B))  # samples per decoder pass
@@ -129,7 +129,7 @@ def importance_weights(model: SentenceAE, ds: Dataset, k: int, prior: AggregateP
             terms = {"rec": rec, "rec_eos": eos,
                      "log_q": log_normal(z, mu.repeat(n, 1), logvar.repeat(n, 1)), "log_p": log_std_normal(z)}
             if prior is not None:
-                terms["log_agg"] = prior.log_prob(z.cpu())
+                terms["log_agg"] = prior.log_prob(z.cpu())  # the mixture lives on the CPU
             for key, v in terms.items():
                 res[key][i, s:s + n] = v.double().cpu().numpy().reshape(n, B).T
         bar.update()

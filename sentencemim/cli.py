@@ -77,7 +77,9 @@ def _load_eval_split(path, info, split, data_dir, max_sentences, vocab):
 def cmd_evaluate(args) -> int:
     from .evaluate import eval_extras, evaluate, format_report
     from .modelio import load_model
-    model, vocab, info = load_model(args.model, args.checkpoint)
+    from .evaluate import resolve_device
+    device = resolve_device(args.device)
+    model, vocab, info = load_model(args.model, args.checkpoint, device)
     if args.corpus:
         info = {**info, "train": {**info.get("train", {}), "corpus": args.corpus}}
     ds = _load_eval_split(args.model, info, args.split, args.data_dir, args.max_sentences, vocab)
@@ -91,8 +93,9 @@ def cmd_evaluate(args) -> int:
     train_ds = (_load_eval_split(args.model, info, "train", args.data_dir, 0, vocab)
                 if args.iwae_k and args.agg_prior_m else None)
     rep = evaluate(model, ds, vocab, n_z=args.n_z, repeats=args.repeats, seed=args.seed,
-                   batch_size=args.batch_size, bleu=not args.no_bleu, progress=True,
-                   **eval_extras(model, vocab, ds, corpus, train_ds, args.iwae_k, args.agg_prior_m, args.seed))
+                   batch_size=args.batch_size, bleu=not args.no_bleu, progress=True, device=device,
+                   **eval_extras(model, vocab, ds, corpus, train_ds, args.iwae_k, args.agg_prior_m, args.seed,
+                                 args.batch_size, device))
     per_sentence = rep.pop("per_sentence")
     rep = {"model": str(args.model), "split": args.split, "corpus": corpus,
            "objective": info.get("train", {}).get("objective"), **rep}
@@ -116,7 +119,7 @@ def cmd_report(args) -> int:
     reference = parse_reference(args.reference_nll)
     runs = []
     for path in args.runs:
-        model, vocab, info = load_model(path, args.checkpoint)
+        model, vocab, info = load_model(path, args.checkpoint, cfg.device)
         ds = _load_eval_split(path, info, cfg.split, args.data_dir, cfg.max_sentences, vocab)
         train_ds = _load_eval_split(path, info, "train", args.data_dir, 0, vocab) if cfg.iwae_k and cfg.agg_prior_m else None
         runs.append(analyse_run(Path(path).name, model, vocab, info, ds, train_ds, cfg))
@@ -159,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training sentences in the aggregate-posterior prior of the held-out IWAE (0 = off)")
     e.add_argument("--json", help="write the report here")
     e.add_argument("--per-sentence", help="write per-sentence values (.npz) here")
+    e.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("report", help="Markdown report with the paper's tables and figures (needs matplotlib)",

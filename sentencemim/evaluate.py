@@ -97,7 +97,7 @@ def sentence_terms(model: SentenceAE, ds: Dataset, n_z: int = 1, batch_size: int
             terms = {"rec": rec, "rec_eos": eos, "kl": kl_std_normal(mu, logvar)}
             if at_mean:
                 terms["rec_mean"], terms["rec_mean_eos"] = model.token_nll(b.dec_in, b.dec_tgt, b.lengths, mu)
-            i = b.index.numpy()
+            i = b.index.cpu().numpy()
             for k, v in terms.items():
                 res[k][i] = v.double().cpu().numpy()
             res["tokens"][i] = b.lengths.cpu().numpy()
@@ -350,6 +350,19 @@ def format_report(rep: dict) -> str:
             L.append(f"BLEU, {b['what']}: sentence BLEU-1 (paper's, averaged) {b['sentence_bleu1']:.4f}; "
                      f"corpus BLEU-1 {b['corpus_bleu1']:.4f}; corpus BLEU-4 {b['corpus_bleu4']:.4f}")
     return "\n".join(L)
+
+
+def resolve_device(name: str) -> torch.device:
+    """--device: cpu, cuda, cuda:N or auto; a missing GPU is the user's error, not a traceback."""
+    from .errors import UserError
+    from .runtime import pick_device
+    try:
+        device = pick_device(name)
+    except RuntimeError as e:
+        raise UserError(f"--device {name!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: no CUDA GPU is available here (use cpu or auto)")
+    return device
 
 
 def eval_extras(model, vocab, ds, corpus, train_ds, iwae_k, agg_prior_m, seed, batch_size=100, device="cpu") -> dict:

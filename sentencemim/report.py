@@ -46,6 +46,7 @@ class ReportConfig:
     batch_size: int = 100
     max_rows: int = 512  # (sentence, sample) rows per decoder pass
     seed: int = 0
+    device: str = "cpu"  # cpu, cuda, cuda:N, auto
 
     def validate(self) -> None:
         if self.split not in ("train", "valid", "test"):
@@ -56,6 +57,8 @@ class ReportConfig:
         for name in ("iwae_k", "agg_prior_m", "max_sentences"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0")
+        from .evaluate import resolve_device
+        self.device = str(resolve_device(self.device))
         if self.fig3_n < 2:
             raise UserError("--fig3-n must be at least 2 (i != j needs two sentences)")
 
@@ -65,13 +68,13 @@ def analyse_run(name: str, model, vocab, info: dict, ds, train_ds, cfg: ReportCo
     corpus = info.get("train", {}).get("corpus")
     t0 = time.perf_counter()
     rep = evaluate(model, ds, vocab, n_z=cfg.n_z, repeats=cfg.repeats, seed=cfg.seed, batch_size=cfg.batch_size,
-                   progress=progress, max_rows=cfg.max_rows,
+                   progress=progress, max_rows=cfg.max_rows, device=cfg.device,
                    **eval_extras(model, vocab, ds, corpus, train_ds, cfg.iwae_k, cfg.agg_prior_m, cfg.seed,
-                                 cfg.batch_size))
+                                 cfg.batch_size, cfg.device))
     rep["timing_s"]["evaluate_total"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sub = ds.subset(min(cfg.fig3_n, len(ds)), cfg.seed)
-    cross = bounds.cross_terms(model, sub, cfg.max_rows, cfg.seed)
+    cross = bounds.cross_terms(model, sub, cfg.max_rows, cfg.seed, cfg.device)
     rep["timing_s"]["fig3_cross_terms"] = time.perf_counter() - t0
     n = len(sub)
     off = ~np.eye(n, dtype=bool)

@@ -4,6 +4,7 @@ import json
 import re
 import numpy as np
 import pytest
+import torch
 
 from sentencemim.cli import main
 from sentencemim.config import ModelConfig, TrainConfig
@@ -72,3 +73,11 @@ def test_report_argument_errors():
         ReportConfig(fig3_n=1).validate()
     with pytest.raises(UserError, match="split"):
         ReportConfig(split="dev").validate()
+    with pytest.raises(UserError, match="--device 'gpu0'"):
+        ReportConfig(device="gpu0").validate()
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            ReportConfig(device="cuda").validate()
+    cfg = ReportConfig(device="auto")
+    cfg.validate()
+    assert cfg.device in ("cpu", "cuda:0")
