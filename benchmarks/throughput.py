@@ -5,7 +5,7 @@ latent 16 / 128 / 512 at batch 20 and a larger batch, for sentencemim's training
 step and for a plain PyTorch loop over the same model (random batches, full
 softmax over padded positions with ignore_index) as a reference.
 
-    python benchmarks/throughput.py --data-dir ../shared/data [--steps 40] [--device cuda]
+    python benchmarks/throughput.py --data-dir ../shared/data [--steps 40] [--plain] [--threads 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -87,8 +87,11 @@ def main():
     ap.add_argument("--batches", default="20,64")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--plain", action="store_true", help="also time the plain-loop reference")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     vocab, data = load_corpus_splits(TrainConfig(corpus="ptb", data_dir=args.data_dir), None, ("train",),
                                      log=lambda *a: None)

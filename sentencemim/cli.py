@@ -180,16 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
     cli_latent.register(sub)  # export, reconstruct, sample, interpolate, encode, neighbors
     from . import cli_qa; cli_qa.register(sub)  # qa rank, answer, baselines, convert-yahoocqa
+    from . import reproduce; reproduce.register(sub)  # reproduce CONFIG: the paper's tables (issue #5)
     return p
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+    argv = [a for a in argv if a != "--debug"]
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except UserError as e:
-        if args.debug:
+    except (UserError, OSError) as e:  # OSError: a path the user gave cannot be read or written
+        if debug:
             raise
         print(f"smim {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -156,10 +156,19 @@ def test_truncated_checkpoint(trained, tmp_path, cut):
     assert "checkpoint-best.pt" in r.stderr and "truncated or corrupt" in r.stderr
 
 
-def test_debug_shows_traceback(tmp_path):
-    r = subprocess.run(SMIM + ["--debug", "train", "--corpus", "nope", "--out", str(tmp_path / "r")],
-                       capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_traceback(tmp_path, where):
+    args = ["train", "--corpus", "nope", "--out", str(tmp_path / "r")]
+    args = ["--debug"] + args if where == "before" else args + ["--debug"]
+    r = subprocess.run(SMIM + args, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_unwritable_output_path(trained, tmp_path):
+    r = smim("evaluate", trained / "run", "--repeats", "1", "--no-bleu", "--iwae-k", "0",
+             "--json", tmp_path / "no" / "such" / "dir" / "x.json")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "x.json" in r.stderr
 
 
 def test_crlf_bom_and_a_10000_token_line_are_handled_and_counted(tmp_path):
