@@ -1,0 +1,119 @@
+"""`smim reproduce` on a tiny synthetic matrix: a finished run is skipped, an interrupted
+one resumes where it stopped, --only picks a subset, the page is re-created from the
+saved evaluations, config mistakes are errors."""
+
+import json
+
+import pytest
+
+from sentencemim import checkpoint
+from sentencemim.cli import main
+from sentencemim.errors import UserError
+from sentencemim.reproduce import load_config, plan
+
+pytest.importorskip("matplotlib")
+
+
+def write_config(tmp_path, **extra):
+    cfg = {"name": "tiny", "corpus": "synthetic", "data_dir": str(tmp_path / "data"),
+           "runs_dir": str(tmp_path / "runs"),
+           "model": {"embedding_dim": 8, "hidden_dim": 8},
+           "train": {"max_steps": 6, "batch_size": 50, "eval_max_sentences": 50, "log_every": 2,
+                     "checkpoint_every": 2},
+           "variants": ["mim", "vae", "ae"], "latent_dims": [2], "seeds": [0],
+           "evaluate": {"max_sentences": 20, "iwae_k": 2, "agg_prior_m": 10, "repeats": 2, "fig3_n": 4,
+                        "fig5_trials": 3},
+           "report": {"page": str(tmp_path / "docs" / "tiny.md"), "figures": str(tmp_path / "docs" / "tiny"),
+                      "paper": {"mim-2": {"melbo_nll": 12.5, "bleu": 0.25}}},
+           "latent": {"page": str(tmp_path / "docs" / "tiny-latent.md"), "models": ["mim-2"], "ae": "ae-2",
+                      "sentences": ["kasa0 sanu3"], "pairs": [["kasa0 sanu3", "mika1 miti1"]], "n_samples": 2},
+           **extra}
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def step_of(run_dir):
+    return checkpoint.load(run_dir / "checkpoint-latest.pt")["state"]["step"]
+
+
+def test_subset_skip_resume_and_page(tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    runs = tmp_path / "runs"
+    # a subset, with fewer steps: an "interrupted" matrix
+    assert main(["reproduce", str(cfg), "--only", "mim-2,ae-2-s0", "--max-steps", "3", "--no-eval", "--quiet"]) == 0
+    assert sorted(p.name for p in runs.iterdir()) == ["ae-2-s0", "mim-2-s0"]
+    assert step_of(runs / "mim-2-s0") == 3
+    # the full command resumes those two and trains the third
+    assert main(["reproduce", str(cfg), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "mim-2-s0         partial  step 3" in out and "vae-2-s0         new" in out
+    assert "resuming at step 3" in out
+    for name in ("mim-2-s0", "vae-2-s0", "ae-2-s0"):
+        assert step_of(runs / name) == 6
+        assert (runs / name / "analysis.json").exists()
+    rec = json.loads((runs / "mim-2-s0" / "reproduce.json").read_text())
+    assert [(s["step_from"], s["step_to"]) for s in rec["sessions"]] == [(0, 3), (3, 6)]
+    assert rec["sessions"][1]["command"].endswith("--resume")
+    # metrics hold every step once, as an uninterrupted run would
+    steps = [json.loads(x)["step"] for x in (runs / "mim-2-s0" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "train"]
+    assert steps == [2, 4, 6]
+    page = (tmp_path / "docs" / "tiny.md").read_text()
+    assert "| sMIM (2) | 6 |" in page and "12.50" in page and "0.250" in page
+    assert (tmp_path / "docs" / "tiny" / "mim-2-s0-fig5.png").exists()
+
+    # finished runs and evaluations are skipped: nothing is rewritten
+    mtimes = {p: p.stat().st_mtime_ns for p in runs.glob("*/checkpoint-latest.pt")}
+    assert main(["reproduce", str(cfg), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("evaluation of step 6 exists: skipped") == 3 and "training:" not in out
+    assert mtimes == {p: p.stat().st_mtime_ns for p in runs.glob("*/checkpoint-latest.pt")}
+
+    # raising --max-steps continues the finished runs
+    assert main(["reproduce", str(cfg), "--only", "vae-2", "--max-steps", "8", "--no-eval", "--quiet"]) == 0
+    assert step_of(runs / "vae-2-s0") == 8
+
+    # the page can be re-created without training
+    (tmp_path / "docs" / "tiny.md").unlink()
+    assert main(["reproduce", str(cfg), "--report-only"]) == 0
+    assert "| AE (2) |" in (tmp_path / "docs" / "tiny.md").read_text()
+    assert main(["reproduce", str(cfg), "--latent-only"]) == 0
+    latent = (tmp_path / "docs" / "tiny-latent.md").read_text()
+    assert "$ smim reconstruct" in latent and "(AE)" in latent and "$ smim interpolate" in latent
+
+
+def test_external_run_is_snapshotted_not_trained(tmp_path, capsys):
+    cfg = write_config(tmp_path, variants=["mim"])
+    assert main(["reproduce", str(cfg), "--no-eval", "--quiet"]) == 0
+    src = tmp_path / "runs" / "mim-2-s0"
+    cfg2 = write_config(tmp_path, variants=["mim"], runs_dir=str(tmp_path / "runs2"),
+                        external={"mim-2": {"path": str(src), "checkpoint": "latest"}})
+    before = (src / "checkpoint-latest.pt").stat().st_mtime_ns
+    assert main(["reproduce", str(cfg2), "--quiet"]) == 0
+    snap = tmp_path / "runs2" / "mim-2-s0"
+    assert (snap / "checkpoint-latest.pt").exists() and (snap / "analysis.json").exists()
+    assert json.loads((snap / "reproduce.json").read_text())["external"]["step"] == 6
+    assert (src / "checkpoint-latest.pt").stat().st_mtime_ns == before
+
+
+def test_config_mistakes_are_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown config key"):
+        load_config(write_config(tmp_path, epochs=3))
+    with pytest.raises(UserError, match="unknown variant"):
+        load_config(write_config(tmp_path, variants=["mim", "gan"]))
+    cfg = load_config(write_config(tmp_path))
+    with pytest.raises(UserError, match="no run named"):
+        plan(cfg, ["mim-3"])
+    assert [r.name for r in plan(cfg, ["vae-2"])] == ["vae-2-s0"]
+    assert main(["reproduce", str(tmp_path / "missing.json")]) == 2
+
+
+def test_shipped_configs_parse():
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
+    full = plan(load_config(root / "ptb.json"))
+    assert len(full) == 4 * 3 * 3 and {r.tc.objective for r in full} == {"mim", "vae", "ae"}
+    assert all(r.mc.hidden_dim == 512 and r.mc.embedding_dim == 300 and r.tc.lr == 1e-3 for r in full)
+    small = plan(load_config(root / "ptb-cpu-small.json"))
+    assert [r.name for r in small if r.external] == ["mim-512-s0", "ae-512-s0"]
