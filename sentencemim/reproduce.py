@@ -209,8 +209,11 @@ def snapshot_external(run: Run) -> None:
     tmp.replace(dst)
     from . import checkpoint
     step = checkpoint.load(dst)["state"]["step"]
+    # training time of the source run, from its file times: config.json is written at the start
+    wall = (src / f"checkpoint-{which}.pt").stat().st_mtime - (src / "config.json").stat().st_mtime
     (run.out / "reproduce.json").write_text(json.dumps({"external": {
-        "source": str(src), "checkpoint": which, "step": step, "copied": _utc()}, "sessions": []}, indent=1))
+        "source": str(src), "checkpoint": which, "step": step, "copied": _utc(), "wall_s": wall},
+        "sessions": []}, indent=1))
     print(f"[{run.name}] snapshot of {src}/checkpoint-{which}.pt at step {step}", flush=True)
 
 

@@ -117,3 +117,13 @@ def test_shipped_configs_parse():
     assert all(r.mc.hidden_dim == 512 and r.mc.embedding_dim == 300 and r.tc.lr == 1e-3 for r in full)
     small = plan(load_config(root / "ptb-cpu-small.json"))
     assert [r.name for r in small if r.external] == ["mim-512-s0", "ae-512-s0"]
+
+
+def test_large_corpus_configs_use_the_large_preset():
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
+    for name in ("yahoo", "yelp15", "wt103", "yahoo-valid-as-train"):
+        runs = plan(load_config(root / f"{name}.json"))
+        assert runs and all(r.mc.embedding_dim == 512 and r.mc.hidden_dim == 1024 and r.tc.optimizer == "sgd"
+                            and r.tc.lr == 5.0 and r.tc.clip == 0.25 and r.tc.patience == 1 for r in runs)
+        assert {r.tc.kl_annealing for r in runs if r.tc.objective == "vae"} == {"logistic"}
