@@ -482,8 +482,10 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
     L += ["", f"Evaluation settings (all runs): `{json.dumps({**asdict(rc), 'device': None})}`: "
           f"{first['sentences']} {rc.split} sentences"
           + (" (a fixed random subset, seed " + str(rc.seed) + ")" if rc.max_sentences else " (the whole split)")
-          + f", {first['tokens_words_eos']} tokens (words + <eos>).", "", "Training commands (each session):", "",
-          "```"]
+          + f", {first['tokens_words_eos']} tokens (words + <eos>).", ""]
+    if rep_cfg.get("commands"):
+        L += ["Driver commands, in the order run:", "", "```", *rep_cfg["commands"], "```", ""]
+    L += ["Training commands (each session, as recorded by the driver):", "", "```"]
     for (r, a), f in zip(analyses, facts):
         for s in f["sessions"]:
             L.append(f"# {r.name}: steps {s['step_from']} -> {s['step_to']}, {_fmt_s(s['wall_s'])}, {s['started']}")
