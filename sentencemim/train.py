@@ -311,7 +311,8 @@ def _train(mc, tc, out, saved, rt, log, quiet):
                 t_last = time.monotonic()
                 continue
             break  # max_steps reached inside the epoch
-        if st.batch_in_epoch:  # stopped inside an epoch (max_steps): validate where it stopped
+        validated_here = tc.eval_every and st.step % tc.eval_every == 0
+        if st.batch_in_epoch and not validated_here:  # stopped inside an epoch (max_steps): validate there
             end_of_validation(validate(model, valid_ds, tc, rt), epoch_end=False)
         save_ckpt("checkpoint-latest.pt")
         bar.close()
