@@ -139,3 +139,19 @@ def test_evaluate_report_is_labelled(tiny_model, tiny_vocab, tiny_dataset):
         assert rep[key]["bound"] in text
     assert "[paper convention]" in text and "true NLL gap" in text and "BLEU" in text
     json.dumps(rep, default=float)  # saveable
+
+
+def test_cross_terms_pairs(tiny_model, tiny_dataset):
+    """Fig. 3: entry (i, j) is sentence i decoded with sentence j's code, whatever the chunking."""
+    tiny_model.eval()
+    cross = bounds.cross_terms(tiny_model, tiny_dataset, max_rows=8, seed=5)
+    again = bounds.cross_terms(tiny_model, tiny_dataset, max_rows=1000, seed=5)
+    np.testing.assert_allclose(cross["log_px"], again["log_px"], rtol=1e-5)
+    mu, logvar = bounds.posteriors(tiny_model, tiny_dataset)
+    z = mu + torch.randn(mu.shape, generator=torch.Generator().manual_seed(5)) * torch.exp(0.5 * logvar)
+    for i, j in ((0, 0), (1, 4), (5, 2)):
+        b = tiny_dataset.batch([i])
+        rec, _ = tiny_model.token_nll(b.dec_in, b.dec_tgt, b.lengths, z[j:j + 1])
+        assert cross["log_px"][i, j] == pytest.approx(-rec.item(), rel=1e-5)
+        assert cross["log_qz"][i, j] == pytest.approx(log_normal(z[i].double(), mu[j].double(),
+                                                                 logvar[j].double()).item(), rel=1e-6)
