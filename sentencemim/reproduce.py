@@ -353,7 +353,8 @@ def drive(cfg: dict, runs: list[Run], device, data_dir, quiet, do_eval=True) -> 
         left = todo[i + 1:]
         rest_steps = sum(max(0, (_target_steps(x, spe) or 0) - s) for x, st, s in left
                          if not x.external and st != "done")
-        eta = (sum(sec_per_step) / len(sec_per_step) * rest_steps if sec_per_step else math.nan) + \
+        eta = (sum(sec_per_step) / len(sec_per_step) * rest_steps if sec_per_step else
+               0.0 if not rest_steps else math.nan) + \
               (sum(eval_s) / len(eval_s) * len(left) if eval_s and do_eval else 0.0)
         print(f"== {i + 1}/{len(todo)} runs done; ETA for the rest: "
               f"{'unknown (no speed measured yet)' if math.isnan(eta) else _fmt_s(eta)}", flush=True)
