@@ -55,6 +55,8 @@ def cmd_export(args) -> int:
 def cmd_reconstruct(args) -> int:
     m = _load(args.model, args)
     ae = _load(args.ae, args) if args.ae else None
+    if ae is not None and ae.objective not in (None, "ae"):
+        _note(f"--ae {args.ae} was trained with objective {ae.objective!r}, not 'ae'")
     kw = _decode_kwargs(args)
     m.to_ids(args.sentences)  # report OOV words once, not once per row
     m.on_oov = None

@@ -65,6 +65,7 @@ def test_reconstruct_prints_the_table_11_rows(run, capsys):
         assert rows[4].split(None, 1)[1:] == rows[1].split(None, 1)[1:]
     # reported once for the sMIM model and once for the --ae model, not once per row
     assert err.count("out-of-vocabulary word(s) mapped to <unk>: zzzq") == 2
+    assert "was trained with objective 'mim', not 'ae'" in err
 
 
 def test_sample_is_seeded_and_validates_n(run, capsys):
