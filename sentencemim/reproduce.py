@@ -576,6 +576,16 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
                      f"{_n(a['report'].get('iwae', {}).get('nll_per_sentence'))}, IWAE train-prior "
                      f"{_n(a['report'].get('iwae_train_prior', {}).get('nll_per_sentence'))}" for v, a in here]
             L.append(f"- d = {d}: " + "; ".join(parts) + ".")
+    for r, a in analyses:
+        rep = a["report"]
+        held = {k: rep[k]["nll_per_sentence"] for k in ("elbo", "iwae", "iwae_train_prior") if k in rep}
+        if held:
+            k = min(held, key=held.get)
+            L.append(f"- {r.label}: MELBO {rep['melbo']['nll_per_sentence']:.2f} vs its best held-out bound "
+                     f"{held[k]:.2f} ({rep[k]['bound']}, prior {rep[k]['prior']}) [words+<eos>]: MELBO minus held-out "
+                     f"= {rep['melbo']['nll_per_sentence'] - held[k]:+.2f} nats.")
+    L.append(f"- MI estimates are capped at log N = {math.log(first['sentences']):.2f} nats (N = {first['sentences']} "
+             "evaluated sentences), so models at the cap cannot be ranked by it.")
     for note in rep_cfg.get("notes", []):
         L.append(f"- {note}")
 
