@@ -586,8 +586,10 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
                      f"= {rep['melbo']['nll_per_sentence'] - held[k]:+.2f} nats.")
     L.append(f"- MI estimates are capped at log N = {math.log(first['sentences']):.2f} nats (N = {first['sentences']} "
              "evaluated sentences), so models at the cap cannot be ranked by it.")
-    for note in rep_cfg.get("notes", []):
-        L.append(f"- {note}")
+    if rep_cfg.get("notes"):
+        L += ["", "## Notes", "", "Written by hand from the numbers above (the config's report.notes); "
+              "re-check them when the runs change.", ""]
+        L += [f"- {note}" for note in rep_cfg["notes"]]
 
     # figures
     L += ["", "## Figures", "",
