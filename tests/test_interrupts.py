@@ -56,13 +56,13 @@ def _run_until(cmd, run, step, sig):
 
 def test_sigkill_at_several_points_then_resume_reproduces_the_curve(tmp_path):
     corpus = write_corpus(tmp_path / "c")
-    total = 60
+    total = 32
     r = subprocess.run(_cmd(corpus, tmp_path / "full", total), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     run = tmp_path / "killed"
-    code, err = _run_until(_cmd(corpus, run, total), run, 5, signal.SIGKILL)
+    code, err = _run_until(_cmd(corpus, run, total), run, 4, signal.SIGKILL)
     kills = 1 if code == -signal.SIGKILL else 0
-    for at in (20, 38):
+    for at in (12, 22):
         code, err = _run_until(_cmd(corpus, run, total, resume=True), run, at, signal.SIGKILL)
         kills += code == -signal.SIGKILL
     assert kills >= 2, "the training finished before it could be killed"
