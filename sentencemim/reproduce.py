@@ -269,6 +269,8 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
     from .modelio import load_model
     from .report import analyse_run
     rc, which = eval_settings(cfg, device)
+    if isinstance(which, dict):  # {"default": "best", "vae-kl-16": "latest", ...}: by run name, then VARIANT-D
+        which = which.get(run.name, which.get(run.key, which.get("default", "best")))
     if run.external:
         which = run.external.get("checkpoint", "best")
     settings = {**asdict(rc), "device": None, "checkpoint": which}  # the device does not change the numbers

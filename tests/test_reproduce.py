@@ -106,6 +106,17 @@ def test_config_mistakes_are_errors(tmp_path):
     with pytest.raises(UserError, match="no run named"):
         plan(cfg, ["mim-3"])
     assert [r.name for r in plan(cfg, ["vae-2"])] == ["vae-2-s0"]
+
+
+def test_checkpoint_per_run(tmp_path):
+    cfg = write_config(tmp_path, variants=["mim", "ae"])
+    c = json.loads(cfg.read_text())
+    c["evaluate"]["checkpoint"] = {"default": "best", "ae-2": "latest"}
+    cfg.write_text(json.dumps(c))
+    assert main(["reproduce", str(cfg), "--quiet", "--no-report"]) == 0
+    runs = tmp_path / "runs"
+    assert json.loads((runs / "mim-2-s0" / "analysis.json").read_text())["checkpoint"] == "best"
+    assert json.loads((runs / "ae-2-s0" / "analysis.json").read_text())["checkpoint"] == "latest"
     assert main(["reproduce", str(tmp_path / "missing.json")]) == 2
 
 
