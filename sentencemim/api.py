@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .data import collate
+from .data import collate, iter_lines
 from .decoding import decode as decode_ids
 from .errors import UserError
 from .model import SentenceAE
@@ -57,21 +57,11 @@ def iter_nonempty_lines(path: str | Path, stats: dict | None = None) -> Iterator
     """(line number, text) of each non-blank line of a UTF-8 file, lazily. The same
     policy as data.read_sentences: BOM and CRLF tolerated, invalid UTF-8 is an error.
     stats["lines"] counts every line read, blank ones included."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if stats is not None:
-                stats["lines"] = lineno
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
-            if line.strip():
-                yield lineno, line.strip()
+    for lineno, line in iter_lines(path):
+        if stats is not None:
+            stats["lines"] = lineno
+        if line.strip():
+            yield lineno, line.strip()
 
 
 class SentenceMIM:

@@ -44,38 +44,44 @@ class ReadStats:
                 f"{self.truncated} truncated")
 
 
-def read_sentences(path: str | Path, max_length: int = 0, length_policy: str = "drop",
-                   label_column: bool = False) -> tuple[list[list[str]], ReadStats]:
-    """Read one sentence (or document) a line as whitespace tokens."""
+def iter_lines(path: str | Path):
+    """(line number, decoded text) of every line of a UTF-8 file, lazily: a BOM on the
+    first line is dropped, invalid UTF-8 is an error naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
-    stats = ReadStats(path=str(path))
-    sentences: list[list[str]] = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
-            stats.lines += 1
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
-                line = raw.decode("utf-8")
+                yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise UserError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
-            if label_column and "\t" in line:
-                line = line.rsplit("\t", 1)[1]
-            tokens = line.split()
-            if not tokens:
-                stats.empty += 1
+
+
+def read_sentences(path: str | Path, max_length: int = 0, length_policy: str = "drop",
+                   label_column: bool = False) -> tuple[list[list[str]], ReadStats]:
+    """Read one sentence (or document) a line as whitespace tokens."""
+    stats = ReadStats(path=str(path))
+    sentences: list[list[str]] = []
+    for _, line in iter_lines(path):
+        stats.lines += 1
+        if label_column and "\t" in line:
+            line = line.rsplit("\t", 1)[1]
+        tokens = line.split()
+        if not tokens:
+            stats.empty += 1
+            continue
+        if max_length and len(tokens) > max_length:
+            if length_policy == "drop":
+                stats.dropped_long += 1
                 continue
-            if max_length and len(tokens) > max_length:
-                if length_policy == "drop":
-                    stats.dropped_long += 1
-                    continue
-                tokens = tokens[:max_length]
-                stats.truncated += 1
-            stats.kept += 1
-            stats.words += len(tokens)
-            sentences.append(tokens)
+            tokens = tokens[:max_length]
+            stats.truncated += 1
+        stats.kept += 1
+        stats.words += len(tokens)
+        sentences.append(tokens)
     if stats.lines == 0:
         raise UserError(f"{path}: file is empty")
     if stats.kept == 0:
