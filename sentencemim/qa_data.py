@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .data import iter_lines
 from .errors import UserError
 
 QUESTION_MARK = "?"
@@ -113,16 +114,9 @@ def _group(rows, source: str) -> list[Question]:
 
 
 def _lines(path: Path):
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                yield lineno, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
+    """(line number, text without its line ending), by the project's reading policy."""
+    for lineno, line in iter_lines(path):
+        yield lineno, line.rstrip("\r\n")
 
 
 def read_tsv(path) -> list[Question]:
