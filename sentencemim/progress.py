@@ -9,12 +9,14 @@ import time
 
 class Progress:
     def __init__(self, total: int | None, desc: str = "", interval: float = 10.0,
-                 enabled: bool = True, stream=None):
+                 enabled: bool = True, stream=None, initial: int = 0):
+        """`initial` counts work done before this process (a resumed run): it is shown
+        in the count but left out of the rate, so the ETA reflects this run's speed."""
         self.total, self.desc, self.enabled = total, desc, enabled
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.interval = 0.2 if self.tty else interval
-        self.n = 0
+        self.n = self.initial = initial
         self.start = self._last = time.monotonic()
 
     def update(self, n: int = 1, **fields) -> None:
@@ -28,7 +30,7 @@ class Progress:
         elapsed = now - self.start
         parts = [self.desc]
         if self.total:
-            rate = self.n / max(elapsed, 1e-9)
+            rate = (self.n - self.initial) / max(elapsed, 1e-9)
             eta = (self.total - self.n) / rate if rate > 0 else float("inf")
             parts.append(f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%) "
                          f"{_fmt_time(elapsed)}<{_fmt_time(eta)}")

@@ -242,8 +242,7 @@ def _train(mc, tc, out, saved, rt, log, quiet):
         model.train()
         total_batches = len(train_ds.epoch_batches(tc.batch_size, tc.seed, 0)) // rt.world_size
         limit = tc.max_steps or total_batches * tc.max_epochs
-        bar = Progress(limit, "train", enabled=rt.is_main and not quiet)
-        bar.n = st.step
+        bar = Progress(limit, "train", enabled=rt.is_main and not quiet, initial=st.step)
         t_last = time.monotonic()
         while not st.done and st.epoch < tc.max_epochs:
             batches = train_ds.epoch_batches(tc.batch_size, tc.seed, st.epoch)
