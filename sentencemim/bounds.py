@@ -33,6 +33,7 @@ import torch
 from .data import Dataset
 from .model import LOG_2PI, SentenceAE, log_normal, log_std_normal
 from .progress import Progress
+from .scoring import Scorer
 
 
 def log_q_matrix(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -95,16 +96,18 @@ def training_prior(model: SentenceAE, train: Dataset, m: int, seed: int = 0, bat
 
 @torch.no_grad()
 def importance_weights(model: SentenceAE, ds: Dataset, k: int, prior: AggregatePrior | None = None,
-                       batch_size: int = 20, max_rows: int = 512, seed: int = 0, device="cpu",
-                       progress: bool = False) -> dict:
+                       batch_size: int = 20, max_rows: int = 2048, seed: int = 0, device="cpu",
+                       progress: bool = False, precision: str = "fp32") -> dict:
     """Per-sentence, per-sample terms for K samples z ~ q(z|x), in dataset order.
 
     Returns float64 arrays of shape (N, K): rec = -log p(x|z_k), rec_eos (its <eos>
     part), log_q = log q(z_k|x), log_p = log N(z_k; 0, I), and log_agg = log P_train(z_k)
     when a prior is given; plus kl (N,) analytic and tokens (N,).
-    The decoder sees at most `max_rows` (sentence, sample) rows at a time.
+    The decoder sees at most `max_rows` (sentence, sample) rows at a time; `precision`
+    is the `scoring.Scorer` precision of the vocabulary projection.
     """
     model.eval()
+    scorer = Scorer(model, precision)
     N = len(ds)
     keys = ["rec", "rec_eos", "log_q", "log_p"] + (["log_agg"] if prior is not None else [])
     res = {key: np.zeros((N, k)) for key in keys}
@@ -124,8 +127,10 @@ def importance_weights(model: SentenceAE, ds: Dataset, k: int, prior: AggregateP
         for s in range(0, k, c):
             n = min(c, k - s)
             eps = torch.randn((n, B, mu.shape[1]), generator=gen, device=device, dtype=mu.dtype)
-            z = (mu + eps * torch.exp(0.5 * logvar)).reshape(n * B, -1)  # row r = sample r // B of sentence r % B
-            rec, eos = model.token_nll(b.dec_in.repeat(n, 1), b.dec_tgt.repeat(n, 1), b.lengths.repeat(n), z)
+            zs = mu + eps * torch.exp(0.5 * logvar)  # (n, B, d)
+            rec, eos = scorer.nll(b.dec_in, b.dec_tgt, zs)
+            rec, eos = rec.reshape(-1), eos.reshape(-1)
+            z = zs.reshape(n * B, -1)  # row r = sample r // B of sentence r % B
             terms = {"rec": rec, "rec_eos": eos,
                      "log_q": log_normal(z, mu.repeat(n, 1), logvar.repeat(n, 1)), "log_p": log_std_normal(z)}
             if prior is not None:
@@ -183,7 +188,8 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> tuple[int, np.nda
 
 
 @torch.no_grad()
-def cross_terms(model: SentenceAE, ds: Dataset, max_rows: int = 512, seed: int = 0, device="cpu") -> dict:
+def cross_terms(model: SentenceAE, ds: Dataset, max_rows: int = 2048, seed: int = 0, device="cpu",
+                precision: str = "fp32") -> dict:
     """Paper Fig. 3 on the n sentences of ds, one z_j ~ q(z|x_j) each:
 
         log_px (n, n)  log p(x_i|z_j)   decoder: does sentence i survive another sentence's code?
@@ -197,12 +203,12 @@ def cross_terms(model: SentenceAE, ds: Dataset, max_rows: int = 512, seed: int =
     z = mu + torch.randn(mu.shape, generator=gen, dtype=mu.dtype) * torch.exp(0.5 * logvar)  # (n, d)
     b = ds.batch(np.arange(n)).to(device)
     log_px = np.zeros((n, n))
+    scorer = Scorer(model, precision)
     c = max(1, max_rows // n)  # codes per decoder pass
     for j in range(0, n, c):
         zc = z[j:j + c].to(device)  # (c, d)
         m = zc.shape[0]
-        rec, _ = model.token_nll(b.dec_in.repeat(m, 1), b.dec_tgt.repeat(m, 1), b.lengths.repeat(m),
-                                 zc.repeat_interleave(n, 0))  # row r: sentence r % n with code j + r // n
-        log_px[:, j:j + m] = -rec.double().cpu().numpy().reshape(m, n).T
+        rec, _ = scorer.nll(b.dec_in, b.dec_tgt, zc[:, None].expand(m, n, -1))  # (m, n): code j + s, sentence i
+        log_px[:, j:j + m] = -rec.double().cpu().numpy().T
     log_qz = log_q_matrix(z, mu, logvar).numpy()
     return {"log_px": log_px, "log_qz": log_qz}

@@ -94,6 +94,7 @@ def cmd_evaluate(args) -> int:
                 if args.iwae_k and args.agg_prior_m else None)
     rep = evaluate(model, ds, vocab, n_z=args.n_z, repeats=args.repeats, seed=args.seed,
                    batch_size=args.batch_size, bleu=not args.no_bleu, progress=True, device=device,
+                   precision=args.precision,
                    **eval_extras(model, vocab, ds, corpus, train_ds, args.iwae_k, args.agg_prior_m, args.seed,
                                  args.batch_size, device))
     per_sentence = rep.pop("per_sentence")
@@ -163,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the report here")
     e.add_argument("--per-sentence", help="write per-sentence values (.npz) here")
     e.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    e.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="decoder scoring precision: fp32 (default, exact) or bf16 vocabulary projection "
+                        "(about 2x faster on CPUs with AVX512-BF16, ~0.04 nats/sentence deviation)")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("report", help="Markdown report with the paper's tables and figures (needs matplotlib)",

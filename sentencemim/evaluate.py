@@ -37,6 +37,7 @@ from .entropy import knn_entropy, std_normal_entropy
 from .metrics import bleu_scores
 from .model import SentenceAE, kl_std_normal
 from .progress import Progress
+from .scoring import Scorer
 from .vocab import Vocab
 
 EOS_CONVENTIONS = {
@@ -61,6 +62,13 @@ PER_SENTENCE_WHAT = {
 }
 
 
+PRECISION_WHAT = {
+    "fp32": "float32 decoder scoring (exact up to float rounding)",
+    "bf16": "bfloat16 vocabulary projection: approximate, about 0.04 nats/sentence deviation "
+            "(docs/evaluation.md); the bounds are not guaranteed bounds",
+}
+
+
 def per_sentence_arrays(per: dict) -> dict:
     """The per-sentence arrays plus their descriptions (`_what`, JSON), ready for np.savez."""
     import json
@@ -73,7 +81,8 @@ BLEU_MODES = (("sample", "greedy"), ("mean", "greedy"), ("sample", "sample"))
 
 @torch.no_grad()
 def sentence_terms(model: SentenceAE, ds: Dataset, n_z: int = 1, batch_size: int = 100,
-                   seed: int = 0, device="cpu", progress: bool = False, at_mean: bool = True) -> dict:
+                   seed: int = 0, device="cpu", progress: bool = False, at_mean: bool = True,
+                   precision: str = "fp32") -> dict:
     """Per-sentence arrays in dataset order: rec (mean over n_z samples z ~ q of
     -log p(x|z)), rec_eos (its <eos> part), rec_mean (at z = mu; only with at_mean),
     kl (analytic), tokens (words + 1). Seeded; the global RNG is left untouched."""
@@ -83,20 +92,20 @@ def sentence_terms(model: SentenceAE, ds: Dataset, n_z: int = 1, batch_size: int
     res["tokens"] = np.zeros(N, dtype=np.int64)
     batches = ds.eval_batches(batch_size)
     bar = Progress(len(batches), "evaluate", enabled=progress)
+    scorer = Scorer(model, precision)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for idx in batches:
             b = ds.batch(idx).to(device)
             mu, logvar = model.encode(b.enc_in, b.lengths)
-            rec = torch.zeros(b.size, device=mu.device, dtype=torch.float64)
-            eos = torch.zeros_like(rec)
-            for _ in range(n_z):
-                r, e = model.token_nll(b.dec_in, b.dec_tgt, b.lengths, model.reparameterize(mu, logvar))
-                rec += r.double() / n_z
-                eos += e.double() / n_z
-            terms = {"rec": rec, "rec_eos": eos, "kl": kl_std_normal(mu, logvar)}
+            z = torch.stack([model.reparameterize(mu, logvar) for _ in range(n_z)])  # (n_z, B, d)
             if at_mean:
-                terms["rec_mean"], terms["rec_mean_eos"] = model.token_nll(b.dec_in, b.dec_tgt, b.lengths, mu)
+                z = torch.cat([z, mu[None]])
+            r, e = scorer.nll(b.dec_in, b.dec_tgt, z)
+            terms = {"rec": r[:n_z].double().mean(0), "rec_eos": e[:n_z].double().mean(0),
+                     "kl": kl_std_normal(mu, logvar)}
+            if at_mean:
+                terms["rec_mean"], terms["rec_mean_eos"] = r[n_z], e[n_z]
             i = b.index.cpu().numpy()
             for k, v in terms.items():
                 res[k][i] = v.double().cpu().numpy()
@@ -201,13 +210,14 @@ def synthetic_truth(ds: Dataset, vocab: Vocab) -> np.ndarray:
 def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats: int = 10,
              seed: int = 0, batch_size: int = 100, bleu: bool = True, device="cpu",
              progress: bool = False, iwae_k: int = 100, train_prior: bounds.AggregatePrior | None = None,
-             true_nll: np.ndarray | None = None, latent: bool = True, max_rows: int = 512) -> dict:
+             true_nll: np.ndarray | None = None, latent: bool = True, max_rows: int = 2048,
+             precision: str = "fp32") -> dict:
     """The evaluation report (see module docstring); all NLLs in nats. Per-sentence
     values are under report["per_sentence"] (dataset order) for histograms."""
     N = len(ds)
     timing, t0 = {}, time.perf_counter()
-    runs = [sentence_terms(model, ds, n_z, batch_size, seed + r, device, progress and r == 0, at_mean=r == 0)
-            for r in range(repeats)]
+    runs = [sentence_terms(model, ds, n_z, batch_size, seed + r, device, progress and r == 0, at_mean=r == 0,
+                           precision=precision) for r in range(repeats)]
     first = runs[0]
     tokens = first["tokens"]
     T = int(tokens.sum())
@@ -234,12 +244,15 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
             **{k + "_std": float(np.std([m[k] for m in mel])) for k in keys},
         },
         "conventions": dict(EOS_CONVENTIONS),
+        "precision": precision,
+        "precision_what": PRECISION_WHAT[precision],
     }
     timing["melbo_reconstruction"] = time.perf_counter() - t0
     if iwae_k:
         t0 = time.perf_counter()
         w = bounds.importance_weights(model, ds, iwae_k, train_prior, batch_size=max(1, min(batch_size, 20)),
-                                      max_rows=max_rows, seed=seed, device=device, progress=progress)
+                                      max_rows=max_rows, seed=seed, device=device, progress=progress,
+                                      precision=precision)
         rec_q, eos_q = w["rec"].mean(1), w["rec_eos"].mean(1)  # E_q over the K samples
         elbo = rec_q + w["kl"]
         report["elbo"] = _bound("ELBO", "N(0,I)", f"K={iwae_k} for E_q[-log p(x|z)], analytic KL",
@@ -315,6 +328,8 @@ BOUND_ORDER = ("melbo", "elbo", "elbo_single", "iwae", "elbo_single_train_prior"
 def format_report(rep: dict) -> str:
     """Human-readable lines; every number names its bound, prior, samples and convention."""
     L = [f"sentences {rep['sentences']}, tokens {rep['tokens_words_eos']} (words + one <eos> each)"]
+    if rep.get("precision", "fp32") != "fp32":
+        L.append(f"WARNING: {rep['precision_what']}")
     r = rep["reconstruction"]
     L.append(f"reconstruction -log p(x|z), z~q(z|x): {r['nll_per_sentence']:.3f} nats/sentence "
              f"(at z=mean: {r['nll_per_sentence_at_mean_z']:.3f}); "

@@ -44,9 +44,10 @@ class ReportConfig:
     fig3_n: int = 200  # sentences in the Fig. 3 cross terms (n^2 decodes)
     fig5_trials: int = 500  # random subsets per size K
     batch_size: int = 100
-    max_rows: int = 512  # (sentence, sample) rows per decoder pass
+    max_rows: int = 2048  # (sentence, sample) rows per decoder pass
     seed: int = 0
     device: str = "cpu"  # cpu, cuda, cuda:N, auto
+    precision: str = "fp32"  # decoder scoring: fp32 (exact) or bf16 (approximate, faster)
 
     def validate(self) -> None:
         if self.split not in ("train", "valid", "test"):
@@ -59,6 +60,8 @@ class ReportConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0")
         from .evaluate import resolve_device
         self.device = str(resolve_device(self.device))
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if self.fig3_n < 2:
             raise UserError("--fig3-n must be at least 2 (i != j needs two sentences)")
 
@@ -68,13 +71,13 @@ def analyse_run(name: str, model, vocab, info: dict, ds, train_ds, cfg: ReportCo
     corpus = info.get("train", {}).get("corpus")
     t0 = time.perf_counter()
     rep = evaluate(model, ds, vocab, n_z=cfg.n_z, repeats=cfg.repeats, seed=cfg.seed, batch_size=cfg.batch_size,
-                   progress=progress, max_rows=cfg.max_rows, device=cfg.device,
+                   progress=progress, max_rows=cfg.max_rows, device=cfg.device, precision=cfg.precision,
                    **eval_extras(model, vocab, ds, corpus, train_ds, cfg.iwae_k, cfg.agg_prior_m, cfg.seed,
                                  cfg.batch_size, cfg.device))
     rep["timing_s"]["evaluate_total"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sub = ds.subset(min(cfg.fig3_n, len(ds)), cfg.seed)
-    cross = bounds.cross_terms(model, sub, cfg.max_rows, cfg.seed, cfg.device)
+    cross = bounds.cross_terms(model, sub, cfg.max_rows, cfg.seed, cfg.device, cfg.precision)
     rep["timing_s"]["fig3_cross_terms"] = time.perf_counter() - t0
     n = len(sub)
     off = ~np.eye(n, dtype=bool)
@@ -214,6 +217,9 @@ def markdown(runs: list[dict], cfg: ReportConfig, targets: list[dict], command: 
          "**[w+eos]** keeps the <eos> terms in the numerator (the default), **[paper]** drops them from the "
          "numerator only (the authors' code; n/a where the bound does not split into tokens). The MELBO uses "
          "the test set's own aggregated posterior as prior: it is *not* a held-out likelihood.", ""]
+    if cfg.precision != "fp32":
+        from .evaluate import PRECISION_WHAT
+        L += [f"**Approximate numbers:** {PRECISION_WHAT[cfg.precision]}.", ""]
     for r in runs:
         rep = r["report"]
         L += [f"## {r['name']}: {r['objective']}, latent {r['latent_dim']}, hidden {r['hidden_dim']}, "
