@@ -64,7 +64,7 @@ def main() -> int:
     model, vocab, info = load_model(args.model)
     model.eval()
     ds = _load_eval_split(args.model, info, args.split, args.data_dir, args.max_sentences, vocab)
-    tokens = int(ds.lengths.sum())
+    tokens = ds.num_tokens  # words + <eos>
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
@@ -95,7 +95,7 @@ def main() -> int:
               f"max |.| {np.abs(d).max():.4f} nats", flush=True)
     if args.reference_sentences:
         sub = ds.subset(args.reference_sentences, 0)
-        sub_tokens = int(sub.lengths.sum())
+        sub_tokens = sub.num_tokens
         t0 = time.perf_counter()
         ref = reference_path(model, sub, args.k)
         dt = time.perf_counter() - t0
