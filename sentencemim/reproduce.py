@@ -22,7 +22,7 @@ driver copies the chosen checkpoint once into RUNS_DIR/NAME (a snapshot, never t
 and evaluates the copy. Config keys (JSON, or TOML read with tomllib):
 
     name, corpus, data_dir, preset, runs_dir, model{}, train{}, variants[], latent_dims[],
-    seeds[], exclude[], only[], external{NAME: {path, checkpoint}}, evaluate{ReportConfig},
+    seeds[], exclude[], only[], external{NAME: {path, checkpoint[, wall_s, wall_from]}}, evaluate{ReportConfig},
     report{page, figures, title, machine, notes[], paper{NAME: {...}}}, latent{...}
 """
 
@@ -209,10 +209,17 @@ def snapshot_external(run: Run) -> None:
     tmp.replace(dst)
     from . import checkpoint
     step = checkpoint.load(dst)["state"]["step"]
-    # training time of the source run, from its file times: config.json is written at the start
-    wall = (src / f"checkpoint-{which}.pt").stat().st_mtime - (src / "config.json").stat().st_mtime
+    # training time of the source run: as the config states it (e.g. summed from its log, when
+    # the run was paused between sessions), else from its file times (config.json is written
+    # at the start)
+    wall = run.external.get("wall_s")
+    wall_from = run.external.get("wall_from", "stated in the config")
+    if wall is None:
+        wall = (src / f"checkpoint-{which}.pt").stat().st_mtime - (src / "config.json").stat().st_mtime
+        wall_from = "from its file times"
     (run.out / "reproduce.json").write_text(json.dumps({"external": {
-        "source": str(src), "checkpoint": which, "step": step, "copied": _utc(), "wall_s": wall},
+        "source": str(src), "checkpoint": which, "step": step, "copied": _utc(), "wall_s": wall,
+        "wall_from": wall_from},
         "sessions": []}, indent=1))
     print(f"[{run.name}] snapshot of {src}/checkpoint-{which}.pt at step {step}", flush=True)
 
@@ -479,7 +486,7 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
         ext = f["external"]
         tw = _fmt_s(f["train_wall_s"]) if f["train_wall_s"] else "-"
         if ext:
-            tw += f" (another session's run {ext['source']}; from its file times)"
+            tw += f" (another session's run {ext['source']}; {ext.get('wall_from', 'from its file times')})"
         L.append(f"| {r.name} | {r.label} | {a['checkpoint']} | {f['step']} | {_n(f['epochs'])} | {tw} | "
                  f"{_fmt_s(f['eval_wall_s'])} | {', '.join(commits)} |")
     L += ["", f"Evaluation settings (all runs): `{json.dumps({**asdict(rc), 'device': None})}`: "

@@ -93,8 +93,21 @@ def test_external_run_is_snapshotted_not_trained(tmp_path, capsys):
     assert main(["reproduce", str(cfg2), "--quiet"]) == 0
     snap = tmp_path / "runs2" / "mim-2-s0"
     assert (snap / "checkpoint-latest.pt").exists() and (snap / "analysis.json").exists()
-    assert json.loads((snap / "reproduce.json").read_text())["external"]["step"] == 6
+    ext = json.loads((snap / "reproduce.json").read_text())["external"]
+    assert ext["step"] == 6 and ext["wall_from"] == "from its file times"
     assert (src / "checkpoint-latest.pt").stat().st_mtime_ns == before
+
+
+def test_external_run_training_time_can_be_stated(tmp_path):
+    """A run paused between sessions: its file times would count the pause."""
+    cfg = write_config(tmp_path, variants=["mim"])
+    assert main(["reproduce", str(cfg), "--no-eval", "--quiet"]) == 0
+    cfg2 = write_config(tmp_path, variants=["mim"], runs_dir=str(tmp_path / "runs2"),
+                        external={"mim-2": {"path": str(tmp_path / "runs" / "mim-2-s0"), "checkpoint": "latest",
+                                            "wall_s": 1234.0, "wall_from": "summed from its log"}})
+    assert main(["reproduce", str(cfg2), "--no-eval", "--quiet"]) == 0
+    ext = json.loads((tmp_path / "runs2" / "mim-2-s0" / "reproduce.json").read_text())["external"]
+    assert ext["wall_s"] == 1234.0 and ext["wall_from"] == "summed from its log"
 
 
 def test_config_mistakes_are_errors(tmp_path):
