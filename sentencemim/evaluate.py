@@ -64,7 +64,7 @@ PER_SENTENCE_WHAT = {
 
 PRECISION_WHAT = {
     "fp32": "float32 decoder scoring (exact up to float rounding)",
-    "bf16": "bfloat16 vocabulary projection: approximate, about 0.04 nats/sentence deviation "
+    "bf16": "bfloat16 vocabulary projection: approximate, per-sentence deviation std ~0.05 nats "
             "(docs/evaluation.md); the bounds are not guaranteed bounds",
 }
 
