@@ -13,6 +13,7 @@ from .errors import UserError
 
 OBJECTIVES = ("mim", "vae", "ae")
 ANNEALING = ("none", "linear", "logistic")
+PRECISIONS = ("fp32", "bf16")  # evaluation decoder scoring (sentencemim.scoring)
 
 
 @dataclass

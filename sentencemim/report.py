@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bounds
+from .config import PRECISIONS
 from .errors import UserError
 from .evaluate import (BOUND_ORDER, eval_extras, evaluate, melbo_size_to_match, melbo_vs_size,
                        per_sentence_arrays)
@@ -60,8 +61,8 @@ class ReportConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0")
         from .evaluate import resolve_device
         self.device = str(resolve_device(self.device))
-        if self.precision not in ("fp32", "bf16"):
-            raise UserError(f"--precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.fig3_n < 2:
             raise UserError("--fig3-n must be at least 2 (i != j needs two sentences)")
 

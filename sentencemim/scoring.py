@@ -33,6 +33,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from .config import PRECISIONS
 from .model import SentenceAE
 
 with warnings.catch_warnings():  # torch.utils.mkldnn imports torch.jit's deprecated script API
@@ -41,8 +42,6 @@ with warnings.catch_warnings():  # torch.utils.mkldnn imports torch.jit's deprec
         from torch.utils.mkldnn import MkldnnLinear
     except ImportError:  # pragma: no cover - builds without the module
         MkldnnLinear = None
-
-PRECISIONS = ("fp32", "bf16")
 
 
 def _onednn_linear(module: torch.nn.Linear, dtype: torch.dtype):
@@ -76,7 +75,7 @@ class Scorer:
         w_ih0 = self.layers[0][0]
         self.w_e, self.w_z = w_ih0[:, :E].contiguous(), w_ih0[:, E:].contiguous()
         w, b = model.out.weight.detach(), model.out.bias.detach()
-        self.device, self.param_dtype = w.device, w.dtype
+        self.param_dtype = w.dtype
         self.per_step = w.device.type == "cpu"
         self.chunk = chunk or (256 if self.per_step else 8192)
         self.dtype = torch.bfloat16 if precision == "bf16" else w.dtype
