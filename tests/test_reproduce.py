@@ -151,3 +151,30 @@ def test_large_corpus_configs_use_the_large_preset():
         assert runs and all(r.mc.embedding_dim == 512 and r.mc.hidden_dim == 1024 and r.tc.optimizer == "sgd"
                             and r.tc.lr == 5.0 and r.tc.clip == 0.25 and r.tc.patience == 1 for r in runs)
         assert {r.tc.kl_annealing for r in runs if r.tc.objective == "vae"} == {"logistic"}
+
+
+def test_several_seeds_are_labelled_and_summarised(tmp_path):
+    cfg = write_config(tmp_path, variants=["mim", "ae"], seeds=[0, 1], exclude=["ae-2-s1"])
+    c = json.loads(cfg.read_text())
+    c["report"]["references"] = {"title": "Beside the references", "rows": [
+        {"name": "(a) LM", "ppl": 119, "nll": 101, "note": "exact"}]}
+    cfg.write_text(json.dumps(c))
+    assert main(["reproduce", str(cfg), "--quiet"]) == 0
+    page = (tmp_path / "docs" / "tiny.md").read_text()
+    # the reference rows, then each run's lowest held-out bound
+    refs = page.split("### Beside the references")[1].split("\n## ")[0]
+    assert "| (a) LM (paper) | 101.00 | 119.00 | exact |" in refs
+    rep = json.loads((tmp_path / "runs" / "mim-2-s1" / "analysis.json").read_text())["report"]
+    best = min(rep[k]["nll_per_sentence"] for k in ("elbo", "iwae", "iwae_train_prior"))
+    assert f"| sMIM (2) s1, step 6 (ours) | {best:.2f} |" in refs
+    # each seed is its own row; a model with one seed keeps the paper's label
+    assert "| sMIM (2) s0 | 6 |" in page and "| sMIM (2) s1 | 6 |" in page and "| AE (2) | 6 |" in page
+    seeds = page.split("## Seeds")[1].split("\n## ")[0]
+    row = next(ln for ln in seeds.splitlines() if ln.startswith("| sMIM (2) |"))
+    assert "| 0, 1 | 6 |" in row and "AE (2)" not in seeds
+    reps = [json.loads((tmp_path / "runs" / f"mim-2-s{s}" / "analysis.json").read_text())["report"] for s in (0, 1)]
+    kls = [r["kl"]["mean"] for r in reps]
+    bleus = [r["bleu"]["sentence_bleu1"] for r in reps]
+    assert kls[0] != kls[1]  # the seeds differ, so the summary is not one run's numbers
+    assert f"{sum(kls) / 2:.2f} [{min(kls):.2f}, {max(kls):.2f}]" in row
+    assert f"{sum(bleus) / 2:.3f} [{min(bleus):.3f}, {max(bleus):.3f}]" in row
