@@ -29,6 +29,7 @@ and evaluates the copy. Config keys (JSON, or TOML read with tomllib):
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import math
@@ -169,7 +170,10 @@ def _read_json(path: Path, default):
     return json.loads(path.read_text()) if path.exists() else default
 
 
+@functools.lru_cache(maxsize=1)
 def _commit() -> str:
+    """The commit of the code this process runs: read once, at its first use (early in `main`), because
+    HEAD may move while a long matrix trains."""
     try:
         here = Path(__file__).resolve().parent
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
@@ -393,6 +397,7 @@ def register(sub) -> None:
 
 def cmd_reproduce(args) -> int:
     import torch
+    _commit()  # the code this process runs; later commits during a long matrix do not change it
     cfg = load_config(args.config)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -580,8 +585,9 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
           "MELBO = eqn 16 with the test set's own aggregate posterior as prior (N_z = "
           f"{rc.n_z}, mean (std) over {rc.repeats} repeats). *Paper convention*: the <eos> terms are left out of "
           "the NLL numerator, while the PPL denominator counts words + <eos> (REFERENCE.md). log N = "
-          f"{first['melbo']['log_N']:.2f} here, {math.log(3761):.2f} on the full PTB test set, so MELBO values of "
-          "different test-set sizes differ by that much for the same model. "
+          f"{first['melbo']['log_N']:.2f} here (N = {first['sentences']} evaluated sentences; the paper evaluates "
+          f"whole test sets, e.g. log N = {math.log(3761):.2f} for PTB's 3,761 sentences), and the MELBO of one "
+          "model on test sets of different sizes can differ by up to the difference of their log N. "
           "BLEU: sentence BLEU-1 averaged, reconstruction from z ~ q(z|x), greedy decoding.", "",
           "| model | step | MELBO NLL (paper conv.) | paper NLL | MELBO PPL (paper conv.) | paper PPL | "
           "MELBO NLL [words+<eos>] | BLEU | paper BLEU |", "|---|---|---|---|---|---|---|---|---|"]
