@@ -486,6 +486,12 @@ def _seed_table(analyses: list) -> list[str]:
 _HELD_OUT = ("elbo", "iwae", "iwae_train_prior")
 
 
+def _best_held_out(rep: dict) -> str | None:
+    """The key of the lowest held-out bound in an analysis report (None if it has none)."""
+    held = [k for k in _HELD_OUT if k in rep]
+    return min(held, key=lambda k: rep[k]["nll_per_sentence"]) if held else None
+
+
 def _reference_table(refs: dict | None, analyses: list, lab) -> list[str]:
     """The paper's reference models (e.g. its auto-regressive rows) beside every run's best held-out bound.
     `refs`: {"title", "text", "rows": [{"name", "ppl", "nll", "note"}]} from the config's report section."""
@@ -499,11 +505,10 @@ def _reference_table(refs: dict | None, analyses: list, lab) -> list[str]:
         L.append(f"| {row['name']} (paper) | {_n(row.get('nll'))} | {_n(row.get('ppl'))} | {row.get('note', '-')} |")
     for r, a in analyses:
         rep = a["report"]
-        held = {k: rep[k] for k in _HELD_OUT if k in rep}
-        if not held:
+        k = _best_held_out(rep)
+        if k is None:
             continue
-        k = min(held, key=lambda k: held[k]["nll_per_sentence"])
-        b = held[k]
+        b = rep[k]
         L.append(f"| {lab(r)}, step {a['step']} (ours) | {_n(b['nll_per_sentence'])} | {_n(b['ppl_words_eos'])} | "
                  f"its best held-out bound: {b['bound']}, prior {b['prior']}, words + <eos> |")
     return L
@@ -669,12 +674,12 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
             L.append(f"- d = {d}: " + "; ".join(parts) + ".")
     for r, a in analyses:
         rep = a["report"]
-        held = {k: rep[k]["nll_per_sentence"] for k in _HELD_OUT if k in rep}
-        if held:
-            k = min(held, key=held.get)
+        k = _best_held_out(rep)
+        if k is not None:
+            best = rep[k]["nll_per_sentence"]
             L.append(f"- {lab(r)}: MELBO {rep['melbo']['nll_per_sentence']:.2f} vs its best held-out bound "
-                     f"{held[k]:.2f} ({rep[k]['bound']}, prior {rep[k]['prior']}) [words+<eos>]: MELBO minus held-out "
-                     f"= {rep['melbo']['nll_per_sentence'] - held[k]:+.2f} nats.")
+                     f"{best:.2f} ({rep[k]['bound']}, prior {rep[k]['prior']}) [words+<eos>]: MELBO minus held-out "
+                     f"= {rep['melbo']['nll_per_sentence'] - best:+.2f} nats.")
     L.append(f"- MI estimates are capped at log N = {math.log(first['sentences']):.2f} nats (N = {first['sentences']} "
              "evaluated sentences), so models at the cap cannot be ranked by it.")
     if rep_cfg.get("notes"):
