@@ -23,7 +23,8 @@ and evaluates the copy. Config keys (JSON, or TOML read with tomllib):
 
     name, corpus, data_dir, preset, runs_dir, model{}, train{}, variants[], latent_dims[],
     seeds[], exclude[], only[], external{NAME: {path, checkpoint[, wall_s, wall_from]}}, evaluate{ReportConfig},
-    report{page, figures, title, machine, notes[], paper{NAME: {...}}}, latent{...}
+    report{page, figures, title, machine, notes[], commands[], paper{NAME: {...}}, paper_tables, main_table,
+           references{title, text, rows[{name, ppl, nll, note}]}}, latent{...}
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def _read_json(path: Path, default):
 
 @functools.lru_cache(maxsize=1)
 def _commit() -> str:
-    """The commit of the code this process runs: read once, at its first use (early in `main`), because
+    """The commit of the code this process runs: read once, at its first use (the start of
+    `cmd_reproduce`), because
     HEAD may move while a long matrix trains."""
     try:
         here = Path(__file__).resolve().parent
