@@ -40,8 +40,11 @@ def _explicit(args, cls, skip=()) -> dict:
 def cmd_train(args) -> int:
     from .train import train
     preset = PRESETS[args.preset] if args.preset else {"model": {}, "train": {}}
-    mc = ModelConfig(**{**preset["model"], **_explicit(args, ModelConfig, _HIDDEN_MODEL_FIELDS)})
+    model_args = _explicit(args, ModelConfig, _HIDDEN_MODEL_FIELDS)
     tc_args = _explicit(args, TrainConfig)
+    if tc_args.get("objective") == "lm" and not args.resume:
+        model_args.setdefault("latent_dim", 0)  # the language model has no latent
+    mc = ModelConfig(**{**preset["model"], **model_args})
     tc = TrainConfig(**{**preset["train"], **tc_args})
     overrides = {k: v for k, v in tc_args.items()
                  if k in ("max_steps", "max_epochs", "eval_every", "log_every", "device", "data_dir")}
@@ -91,7 +94,7 @@ def cmd_evaluate(args) -> int:
     corpus = info.get("train", {}).get("corpus")
     # the held-out aggregate prior is built from the training split, never from the evaluated one
     train_ds = (_load_eval_split(args.model, info, "train", args.data_dir, 0, vocab)
-                if args.iwae_k and args.agg_prior_m else None)
+                if args.iwae_k and args.agg_prior_m and model.has_latent else None)
     rep = evaluate(model, ds, vocab, n_z=args.n_z, repeats=args.repeats, seed=args.seed,
                    batch_size=args.batch_size, bleu=not args.no_bleu, progress=True, device=device,
                    precision=args.precision,

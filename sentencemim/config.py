@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .errors import UserError
 
-OBJECTIVES = ("mim", "vae", "ae")
+OBJECTIVES = ("mim", "vae", "ae", "lm")  # lm: the decoder alone, latent_dim 0
 ANNEALING = ("none", "linear", "logistic")
 PRECISIONS = ("fp32", "bf16")  # evaluation decoder scoring (sentencemim.scoring)
 
@@ -23,7 +23,7 @@ class ModelConfig:
     vocab_size: int = 0  # set from the vocabulary
     embedding_dim: int = 300  # PTB 300; larger corpora 512
     hidden_dim: int = 512  # PTB 512; larger corpora 1024
-    latent_dim: int = 16
+    latent_dim: int = 16  # 0 = no latent: the GRU language model (objective lm)
     num_layers: int = 1
     embedding_dropout: float = 0.5  # on decoder input embeddings
     word_dropout: float = 0.0  # decoder inputs replaced by <unk> (training only)
@@ -35,9 +35,11 @@ class ModelConfig:
     eos_id: int = 3
 
     def validate(self, check_vocab: bool = True) -> None:
-        for name in (("vocab_size",) if check_vocab else ()) + ("embedding_dim", "hidden_dim", "latent_dim", "num_layers"):
+        for name in (("vocab_size",) if check_vocab else ()) + ("embedding_dim", "hidden_dim", "num_layers"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.latent_dim < 0:
+            raise UserError(f"latent_dim must be >= 0 (0 = the language model, no latent), got {self.latent_dim}")
         for name in ("embedding_dropout", "word_dropout", "encoder_unk_rate"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:

@@ -58,6 +58,8 @@ PER_SENTENCE_WHAT = {
     "elbo_single_train_prior": "single-sample -ELBO, prior = training aggregate posterior",
     "iwae_train_prior": "-IWAE_K, prior = training aggregate posterior",
     "true_nll": "exact -log p(x) under the generating HMM (corpus synthetic)",
+    "nll": "exact -log p(x) of the language model, words + <eos>",
+    "nll_eos": "the <eos> term of nll",
     "mu_var_per_dim": "Var over sentences of E_q[z_u], per latent dimension (active units), not per sentence",
 }
 
@@ -207,13 +209,55 @@ def synthetic_truth(ds: Dataset, vocab: Vocab) -> np.ndarray:
     return true_nll([vocab.decode(s.tolist()) for s in ds.seqs])
 
 
+@torch.no_grad()
+def evaluate_lm(model: SentenceAE, ds: Dataset, batch_size: int = 100, device="cpu", progress: bool = False,
+                precision: str = "fp32", true_nll: np.ndarray | None = None) -> dict:
+    """The language model (objective lm, no latent): its NLL is exact, -log p(x) =
+    sum over words + <eos> of -log p(w_t | w_<t), so it is reported once, not bounded."""
+    model.eval()
+    N = len(ds)
+    nll, eos = np.zeros(N), np.zeros(N)
+    tokens = np.zeros(N, dtype=np.int64)
+    scorer = Scorer(model, precision)
+    t0 = time.perf_counter()
+    batches = ds.eval_batches(batch_size)
+    bar = Progress(len(batches), "exact NLL", enabled=progress)
+    for idx in batches:
+        b = ds.batch(idx).to(device)
+        none = torch.zeros(1, b.size, 0, device=device)  # (S=1, B, d=0): no latent code
+        r, e = scorer.nll(b.dec_in, b.dec_tgt, none)
+        i = b.index.cpu().numpy()
+        nll[i], eos[i] = r[0].double().cpu().numpy(), e[0].double().cpu().numpy()
+        tokens[i] = b.lengths.cpu().numpy()
+        bar.update()
+    bar.close()
+    T = int(tokens.sum())
+    exact = _bound("exact NLL", "none (language model, no latent)", "exact, no sampling", nll, tokens, eos)
+    exact["bound"] = "exact"
+    exact["what"] = ("exact -log p(x) of the GRU language model (not a bound); PPL [words+<eos>] and "
+                     "[paper convention]")
+    rep = {"sentences": N, "tokens_words_eos": T, "words": T - N, "language_model": True,
+           "exact": exact, "conventions": dict(EOS_CONVENTIONS), "precision": precision,
+           "precision_what": PRECISION_WHAT[precision], "timing_s": {"exact": time.perf_counter() - t0},
+           "per_sentence": {"tokens": tokens, "nll": nll, "nll_eos": eos}}
+    if true_nll is not None:
+        rep["truth"] = {**_bound("true NLL", "the generating HMM", "exact (forward algorithm)",
+                                 np.asarray(true_nll, dtype=np.float64), tokens), "bound": "exact",
+                        "what": "exact -log p(x) under the HMM that generated the corpus"}
+        rep["per_sentence"]["true_nll"] = np.asarray(true_nll, dtype=np.float64)
+    return rep
+
+
 def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats: int = 10,
              seed: int = 0, batch_size: int = 100, bleu: bool = True, device="cpu",
              progress: bool = False, iwae_k: int = 100, train_prior: bounds.AggregatePrior | None = None,
              true_nll: np.ndarray | None = None, latent: bool = True, max_rows: int = 2048,
              precision: str = "fp32") -> dict:
     """The evaluation report (see module docstring); all NLLs in nats. Per-sentence
-    values are under report["per_sentence"] (dataset order) for histograms."""
+    values are under report["per_sentence"] (dataset order) for histograms. A language
+    model (no latent) gets its exact NLL instead (`evaluate_lm`)."""
+    if not model.has_latent:
+        return evaluate_lm(model, ds, batch_size, device, progress, precision, true_nll)
     N = len(ds)
     timing, t0 = {}, time.perf_counter()
     runs = [sentence_terms(model, ds, n_z, batch_size, seed + r, device, progress and r == 0, at_mean=r == 0,
@@ -330,6 +374,15 @@ def format_report(rep: dict) -> str:
     L = [f"sentences {rep['sentences']}, tokens {rep['tokens_words_eos']} (words + one <eos> each)"]
     if rep.get("precision", "fp32") != "fp32":
         L.append(f"WARNING: {rep['precision_what']}")
+    if rep.get("language_model"):
+        b = rep["exact"]
+        L.append(f"GRU language model (no latent): exact NLL {b['nll_per_sentence']:.3f} nats/sentence; "
+                 f"PPL {_num(b['ppl_words_eos'])} [words+<eos>], {_num(b['ppl_paper'])} [paper convention]")
+        if "truth" in rep:
+            t = rep["truth"]["nll_per_sentence"]
+            L.append(f"true NLL (the generating HMM): {t:.3f} nats/sentence; model - truth "
+                     f"{b['nll_per_sentence'] - t:+.3f}")
+        return "\n".join(L)
     r = rep["reconstruction"]
     L.append(f"reconstruction -log p(x|z), z~q(z|x): {r['nll_per_sentence']:.3f} nats/sentence "
              f"(at z=mean: {r['nll_per_sentence_at_mean_z']:.3f}); "
@@ -384,7 +437,7 @@ def eval_extras(model, vocab, ds, corpus, train_ds, iwae_k, agg_prior_m, seed, b
     """The keyword arguments of `evaluate` that need more than the test split: the IWAE
     sample count, the training-set aggregate prior and, on corpus synthetic, the true NLL."""
     prior = None
-    if iwae_k and agg_prior_m and train_ds is not None:
+    if iwae_k and agg_prior_m and train_ds is not None and model.has_latent:
         prior = bounds.training_prior(model, train_ds, agg_prior_m, seed, batch_size, device)
     truth = synthetic_truth(ds, vocab) if corpus == "synthetic" else None
     return {"iwae_k": iwae_k, "train_prior": prior, "true_nll": truth}

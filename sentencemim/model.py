@@ -13,6 +13,9 @@ Objectives (one model; the objective is a config value), per sentence x_i:
     mim  (A-MIM, Algorithm 1 / eqn 14):  -log p(x|z) - 1/2 (log q(z|x) + log N(z; 0, I)),  z ~ q(z|x)
     vae  (ELBO, eqn 11):                  -log p(x|z) + beta * KL(q(z|x) || N(0, I)),        z ~ q(z|x)
     ae   (deterministic):                 -log p(x|z),                                       z = mu
+    lm   (no latent, latent_dim = 0):     -log p(x)  -- the same decoder with no z input and a
+                                          zero initial state: a GRU language model whose NLL is
+                                          exact, the reference every held-out bound is read against
 
 Token log-probabilities are summed within a sentence (including <eos>), the loss
 is averaged over sentences, and the latent terms are per sentence (not scaled by
@@ -72,10 +75,11 @@ class SentenceAE(nn.Module):
         self.cfg = cfg
         E, H, D, L = cfg.embedding_dim, cfg.hidden_dim, cfg.latent_dim, cfg.num_layers
         self.embedding = nn.Embedding(cfg.vocab_size, E, padding_idx=cfg.pad_id)
-        self.encoder = nn.GRU(E, H, num_layers=L, batch_first=True)
-        self.to_mu = nn.Linear(H, D)
-        self.to_logvar = nn.Linear(H, D)
-        self.z_to_hidden = nn.Linear(D, H * L)
+        if D:  # latent_dim 0 is the plain language model: no encoder, no z
+            self.encoder = nn.GRU(E, H, num_layers=L, batch_first=True)
+            self.to_mu = nn.Linear(H, D)
+            self.to_logvar = nn.Linear(H, D)
+            self.z_to_hidden = nn.Linear(D, H * L)
         self.decoder = nn.GRU(E + D, H, num_layers=L, batch_first=True)
         self.out = nn.Linear(H, cfg.vocab_size)
         self.emb_dropout = nn.Dropout(cfg.embedding_dropout)
@@ -91,6 +95,8 @@ class SentenceAE(nn.Module):
 
     def encode(self, enc_in, lengths):
         """q(z|x): (mu, logvar), each (B, d). enc_in is the reversed sentence + <sos>."""
+        if not self.has_latent:
+            raise ValueError("this model is a language model (latent_dim 0): it has no encoder")
         enc_in = self._replace_with_unk(enc_in, self.cfg.encoder_unk_rate)
         out, _ = self.encoder(self.embedding(enc_in))  # (B, T, H)
         # a GRU is causal, so the output at position len-1 is the last hidden state of
@@ -100,14 +106,21 @@ class SentenceAE(nn.Module):
         logvar = self.to_logvar(last).clamp(min=self.cfg.logvar_floor)
         return mu, logvar
 
+    @property
+    def has_latent(self) -> bool:
+        return self.cfg.latent_dim > 0
+
     @staticmethod
     def reparameterize(mu, logvar):
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
     # ------------------------------------------------------------------ decoder
     def init_hidden(self, z):
-        """(num_layers, B, H) initial decoder state from z."""
+        """(num_layers, B, H) initial decoder state from z (zeros for the language model,
+        whose z is (B, 0))."""
         L, H = self.cfg.num_layers, self.cfg.hidden_dim
+        if not self.has_latent:
+            return z.new_zeros(L, z.shape[0], H)
         return self.z_to_hidden(z).view(z.shape[0], L, H).transpose(0, 1).contiguous()
 
     def decoder_step(self, tokens, z, hidden):
@@ -141,6 +154,15 @@ class SentenceAE(nn.Module):
     def forward(self, batch, objective: str = "mim", beta: float = 1.0, sample: bool | None = None) -> Output:
         """One pass over a `data.Batch`. `sample` overrides whether z is sampled
         (default: sampled for mim/vae, the mean for ae)."""
+        if objective == "lm" or not self.has_latent:
+            if objective != "lm" or self.has_latent:
+                raise ValueError(f"objective {objective!r} needs latent_dim > 0 and objective 'lm' needs "
+                                 f"latent_dim 0 (got {self.cfg.latent_dim})")
+            B = batch.lengths.shape[0]
+            none = self.embedding.weight.new_zeros(B, 0)  # (B, 0): no latent code
+            rec, rec_eos = self.token_nll(batch.dec_in, batch.dec_tgt, batch.lengths, none)
+            zero = torch.zeros_like(rec)
+            return Output(rec.mean(), rec, rec_eos, zero, zero, zero, batch.lengths, none, none, none)
         mu, logvar = self.encode(batch.enc_in, batch.lengths)
         if sample is None:
             sample = objective != "ae"

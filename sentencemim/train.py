@@ -146,6 +146,9 @@ def train(mc: ModelConfig, tc: TrainConfig, out: str | Path, resume: bool = Fals
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     tc.validate()
     mc.validate(check_vocab=False)  # before any data is read
+    if (tc.objective == "lm") != (mc.latent_dim == 0):
+        raise UserError(f"objective {tc.objective} with latent_dim {mc.latent_dim}: the language model (objective lm) "
+                        "has no latent (latent_dim 0), and mim, vae and ae need latent_dim >= 1")
     rt = setup(tc.device, tc.seed)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rt.is_main and not quiet else (lambda *a: None)
     try:
