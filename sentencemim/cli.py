@@ -61,20 +61,8 @@ def cmd_train(args) -> int:
 
 
 def _load_eval_split(path, info, split, data_dir, max_sentences, vocab):
-    """The split of the corpus the model was trained on (or of --corpus)."""
-    from . import corpora
-    from .data import load_split
-    corpus = info.get("train", {}).get("corpus")
-    if corpus is None:
-        raise UserError(f"{path}: the model does not record its corpus; pass --corpus")
-    rc = corpora.resolve(corpus, data_dir or info.get("train", {}).get("data_dir"), splits=(split,))
-    datasets = [load_split(p, vocab, label_column=rc.label_column.get(p, False)) for p in rc.files[split]]
-    ds = datasets[0]
-    if len(datasets) > 1:
-        from .data import Dataset
-        ds = Dataset([s for d in datasets for s in d.seqs], ds.stats, sum(d.oov for d in datasets))
-    print(ds.stats.summary() + (f"; {ds.oov} OOV tokens mapped to <unk>" if ds.oov else ""), file=sys.stderr)
-    return ds.subset(max_sentences, 0)
+    from .corpora import load_eval_split
+    return load_eval_split(path, info, split, data_dir, max_sentences, vocab)
 
 
 def cmd_evaluate(args) -> int:

@@ -216,3 +216,21 @@ def fetch(spec: CorpusSpec, folder: Path, splits) -> None:
             data = sample_lines(data)
         _atomic_write(target, data)
         print(f"saved {target} (verified)", file=sys.stderr)
+
+
+def load_eval_split(path, info, split, data_dir, max_sentences, vocab):
+    """One split of the corpus a model was trained on (`info` is what modelio.load_model
+    returns; its train.corpus may be overridden by --corpus), read with `vocab`; a fixed
+    random subset of `max_sentences` (0 = all). The reading summary goes to stderr."""
+    from .data import load_split
+    corpus = info.get("train", {}).get("corpus")
+    if corpus is None:
+        raise UserError(f"{path}: the model does not record its corpus; pass --corpus")
+    rc = resolve(corpus, data_dir or info.get("train", {}).get("data_dir"), splits=(split,))
+    datasets = [load_split(p, vocab, label_column=rc.label_column.get(p, False)) for p in rc.files[split]]
+    ds = datasets[0]
+    if len(datasets) > 1:
+        from .data import Dataset
+        ds = Dataset([s for d in datasets for s in d.seqs], ds.stats, sum(d.oov for d in datasets))
+    print(ds.stats.summary() + (f"; {ds.oov} OOV tokens mapped to <unk>" if ds.oov else ""), file=sys.stderr)
+    return ds.subset(max_sentences, 0)

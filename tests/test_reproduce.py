@@ -178,3 +178,38 @@ def test_several_seeds_are_labelled_and_summarised(tmp_path):
     assert kls[0] != kls[1]  # the seeds differ, so the summary is not one run's numbers
     assert f"{sum(kls) / 2:.2f} [{min(kls):.2f}, {max(kls):.2f}]" in row
     assert f"{sum(bleus) / 2:.3f} [{min(bleus):.3f}, {max(bleus):.3f}]" in row
+
+
+def test_parallel_runs_with_the_language_model_reference(tmp_path, capsys):
+    """--parallel 2 trains and evaluates the runs as two child processes at once; the GRU LM
+    variant (no latent) is planned once, evaluated by its exact NLL, and shown beside the
+    held-out bounds. The children's results equal a serial run's (same seeds)."""
+    cfg = write_config(tmp_path, variants=["lm", "mim"], latent_dims=[2])
+    runs = tmp_path / "runs"
+    assert [r.name for r in plan(load_config(cfg))] == ["lm-0-s0", "mim-2-s0"]
+    assert main(["reproduce", str(cfg), "--parallel", "2", "--max-steps", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "up to 2 at once, 1 CPU thread(s) each" in out
+    assert "[lm-0-s0] finished" in out and "[mim-2-s0] finished" in out
+    for name in ("lm-0-s0", "mim-2-s0"):
+        assert step_of(runs / name) == 4 and (runs / f"{name}.log").exists()
+    lm = json.loads((runs / "lm-0-s0" / "analysis.json").read_text())
+    assert lm["report"]["language_model"] and lm["report"]["exact"]["bound"] == "exact"
+    page = (tmp_path / "docs" / "tiny.md").read_text()
+    assert "GRU LM exact NLL" in page and f"{lm['report']['exact']['nll_per_sentence']:.2f}" in page
+    # the same run trained serially in this process gives the same numbers
+    serial = tmp_path / "serial"
+    assert main(["reproduce", str(cfg), "--only", "lm-0-s0", "--max-steps", "4", "--runs-dir", str(serial),
+                 "--no-report", "--quiet"]) == 0
+    again = json.loads((serial / "lm-0-s0" / "analysis.json").read_text())
+    assert again["report"]["exact"]["nll_per_sentence"] == pytest.approx(lm["report"]["exact"]["nll_per_sentence"])
+
+
+def test_parallel_reports_a_failed_child(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.txt").write_text("a b c\n")  # no valid.txt: each child stops with a one-line error
+    cfg = write_config(tmp_path, variants=["mim", "ae"], corpus=str(corpus))
+    assert main(["reproduce", str(cfg), "--parallel", "2", "--no-eval"]) == 2
+    out = capsys.readouterr().out
+    assert out.count("FAILED (status 2)") == 2 and "valid" in out

@@ -1,0 +1,114 @@
+"""`smim reproduce CONFIG`: train and evaluate a matrix of runs from one config file,
+then write a results page (issue #5, the paper's Tables 2, 6, 7 and Figs. 3, 5, 6).
+
+    smim reproduce benchmarks/reproduce/ptb.json                  # everything, unattended
+    smim reproduce CONFIG --only mim-16,vae-16 --max-steps 500    # a subset, fewer steps
+    smim reproduce CONFIG --device cuda                           # on a GPU
+    smim reproduce CONFIG --report-only                           # re-create the page
+    smim reproduce CONFIG --latent-only                           # the Tables 11-20 page
+
+The matrix is variants x latent_dims x seeds; a run is named VARIANT-D-sSEED
+(`--only mim-16` picks every seed of mim-16). Variants: mim, vae, vae-kl (logistic KL
+annealing), ae. Each run lives in RUNS_DIR/NAME:
+
+    NAME/                 an ordinary `smim train` run directory (resumable)
+    NAME/reproduce.json   one record per training session (steps, wall time, commit, command)
+    NAME/analysis.json    the evaluation (report.analyse_run), arrays in analysis.npz
+
+A run whose checkpoint has reached max_steps / max_epochs is skipped, a started one is
+resumed (exactly, see train.py), a finished evaluation of the same checkpoint step with
+the same settings is reused. `external` runs are someone else's run directories: the
+driver copies the chosen checkpoint once into RUNS_DIR/NAME (a snapshot, never trained)
+and evaluates the copy. Config keys (JSON, or TOML read with tomllib):
+
+    name, corpus, data_dir, preset, runs_dir, model{}, train{}, variants[], latent_dims[],
+    seeds[], exclude[], only[], external{NAME: {path, checkpoint[, wall_s, wall_from]}}, evaluate{ReportConfig},
+    report{page, figures, title, machine, notes[], commands[], paper{NAME: {...}}, paper_tables, main_table,
+           references{title, text, rows[{name, ppl, nll, note}]}}, latent{...}
+"""
+
+from __future__ import annotations
+
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import UserError
+from .driver import drive, drive_parallel, load_analysis
+from .latent_page import write_latent_page
+from .page import write_page
+from .plan import VARIANTS, Run, commit, load_config, plan, train_command, train_state
+
+__all__ = ["VARIANTS", "Run", "load_config", "plan", "register", "cmd_reproduce"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("reproduce", help="train + evaluate a matrix of runs from a config; write a results page",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("config", help="JSON or TOML config (benchmarks/reproduce/*.json)")
+    p.add_argument("--only", help="comma-separated run names or VARIANT-D prefixes (e.g. mim-16,vae-16)")
+    p.add_argument("--max-steps", type=int, help="override train.max_steps for every run")
+    p.add_argument("--max-epochs", type=int, help="override train.max_epochs for every run")
+    p.add_argument("--device", help="training and evaluation device (cpu, cuda, auto)")
+    p.add_argument("--data-dir", help="override data_dir")
+    p.add_argument("--runs-dir", help="override runs_dir")
+    p.add_argument("--threads", type=int, help="torch threads (set OMP_NUM_THREADS too)")
+    p.add_argument("--no-eval", action="store_true", help="train only")
+    p.add_argument("--no-report", action="store_true", help="do not write the results page")
+    p.add_argument("--report-only", action="store_true", help="only (re)write the page from finished evaluations")
+    p.add_argument("--latent-only", action="store_true", help="only write the latent-table page (Tables 11-20)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the state of each run")
+    p.add_argument("--quiet", action="store_true", help="no training progress lines")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="train/evaluate up to N runs at once as child processes (on a CPU the cores are split "
+                        "between them; on a GPU they share the device); default 1: one after another here")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args) -> int:
+    import torch
+    commit()  # the code this process runs; later commits during a long matrix do not change it
+    cfg = load_config(args.config)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ov = {k: v for k, v in (("max_steps", args.max_steps), ("max_epochs", args.max_epochs),
+                            ("device", args.device), ("data_dir", args.data_dir)) if v is not None}
+    if args.data_dir:
+        cfg["data_dir"] = args.data_dir
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: no CUDA GPU here")
+    runs = plan(cfg, args.only.split(",") if args.only else None, ov, args.runs_dir)
+    command = "smim reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else "smim reproduce " + args.config
+    print(f"{cfg.get('name', args.config)}: {len(runs)} run(s) in {runs[0].out.parent if runs else '-'}", flush=True)
+    if args.dry_run:
+        for r in runs:
+            status, step = train_state(r)
+            print(f"  {r.name:<16} {status:<8} step {step:<6} " + (f"external {r.external['path']}" if r.external
+                                                                   else train_command(r, status == "partial")))
+        return 0
+    if args.latent_only:
+        page = write_latent_page(cfg, runs, command)
+        print(f"wrote {page}")
+        return 0
+    if args.parallel < 1:
+        raise UserError(f"--parallel must be a positive integer, got {args.parallel}")
+    if not args.report_only and args.parallel > 1 and len(runs) > 1:
+        passthrough = [x for flag, v in (("--max-steps", args.max_steps), ("--max-epochs", args.max_epochs),
+                                         ("--device", args.device), ("--data-dir", args.data_dir),
+                                         ("--runs-dir", args.runs_dir)) if v is not None for x in (flag, str(v))]
+        passthrough += ["--no-eval"] if args.no_eval else []
+        rc = drive_parallel(cfg, runs, args.parallel, passthrough, args.device)
+        if rc:
+            return rc
+    elif not args.report_only:
+        rc = drive(cfg, runs, args.device, args.data_dir, args.quiet, do_eval=not args.no_eval)
+        if rc:
+            return rc
+    if not args.no_report and not args.no_eval:
+        analyses = [(r, a) for r in runs if (a := load_analysis(r)) is not None]
+        if not analyses:
+            raise UserError("no finished evaluations to report")
+        page = write_page(cfg, analyses, command)
+        print(f"wrote {page}")
+    return 0

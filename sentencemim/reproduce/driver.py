@@ -1,0 +1,274 @@
+"""Training and evaluating the runs of a reproduction matrix: one after another in this
+process, or `--parallel N` at once as child processes (several runs sharing one GPU, or
+N CPU processes with the cores split between them)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from ..errors import UserError
+from .plan import Run, commit, machine, read_json, train_command, train_state, utc
+
+# ---------------------------------------------------------------------- train / evaluate one run
+def snapshot_external(run: Run) -> None:
+    """Copy another run's checkpoint (with vocab and config) into run.out, once."""
+    which = run.external.get("checkpoint", "best")
+    src = Path(run.external["path"])
+    dst = run.out / f"checkpoint-{which}.pt"
+    if dst.exists():
+        return
+    if not (src / f"checkpoint-{which}.pt").exists():
+        raise UserError(f"external run {run.name}: no {src}/checkpoint-{which}.pt")
+    run.out.mkdir(parents=True, exist_ok=True)
+    for f in ("vocab.json", "config.json"):
+        shutil.copy2(src / f, run.out / f)
+    tmp = run.out / f".{dst.name}.tmp"
+    shutil.copy2(src / f"checkpoint-{which}.pt", tmp)  # the source writes atomically (os.replace)
+    tmp.replace(dst)
+    from .. import checkpoint
+    step = checkpoint.load(dst)["state"]["step"]
+    # training time of the source run: as the config states it (e.g. summed from its log, when
+    # the run was paused between sessions), else from its file times (config.json is written
+    # at the start)
+    wall = run.external.get("wall_s")
+    wall_from = run.external.get("wall_from", "stated in the config")
+    if wall is None:
+        wall = (src / f"checkpoint-{which}.pt").stat().st_mtime - (src / "config.json").stat().st_mtime
+        wall_from = "from its file times"
+    (run.out / "reproduce.json").write_text(json.dumps({"external": {
+        "source": str(src), "checkpoint": which, "step": step, "copied": utc(), "wall_s": wall,
+        "wall_from": wall_from},
+        "sessions": []}, indent=1))
+    print(f"[{run.name}] snapshot of {src}/checkpoint-{which}.pt at step {step}", flush=True)
+
+
+def train_run(run: Run, quiet: bool) -> dict:
+    from ..train import train
+    status, step = train_state(run)
+    if status == "done":
+        return {"status": "finished", "step": step, "skipped": True}
+    if status == "new" and run.out.exists():  # killed before its first checkpoint: start again
+        shutil.rmtree(run.out)
+    resume = status == "partial"
+    command = train_command(run, resume)
+    print(f"[{run.name}] {'resuming at step ' + str(step) if resume else 'training'}: {command}", flush=True)
+    t0, started = time.monotonic(), utc()
+    overrides = {k: getattr(run.tc, k) for k in ("max_steps", "max_epochs", "device", "data_dir")}
+    res = train(run.mc, run.tc, run.out, resume=resume, overrides=overrides, quiet=quiet)
+    rec_path = run.out / "reproduce.json"
+    rec = read_json(rec_path, {"sessions": []})
+    rec["sessions"].append({"started": started, "ended": utc(), "wall_s": time.monotonic() - t0,
+                            "step_from": step, "step_to": res["step"], "status": res["status"],
+                            "command": command, "commit": commit(), "machine": machine()})
+    rec_path.write_text(json.dumps(rec, indent=1))
+    return res
+
+
+def _jsonable(x):
+    import numpy as np
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(type(x))
+
+
+def eval_settings(cfg: dict, device: str | None):
+    from ..report import ReportConfig
+    ec = dict(cfg.get("evaluate", {}))
+    if device:
+        ec["device"] = device
+    unknown = set(ec) - {f.name for f in fields(ReportConfig)} - {"checkpoint"}
+    if unknown:
+        raise UserError(f"unknown evaluate key(s): {', '.join(sorted(unknown))}")
+    which = ec.pop("checkpoint", "best")
+    rc = ReportConfig(**ec)
+    rc.validate()
+    return rc, which
+
+
+def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) -> dict:
+    """report.analyse_run on the run's checkpoint; reuses an analysis of the same step and settings."""
+    import numpy as np
+    from ..corpora import load_eval_split
+    from ..modelio import load_model
+    from ..report import analyse_run
+    rc, which = eval_settings(cfg, device)
+    if isinstance(which, dict):  # {"default": "best", "vae-kl-16": "latest", ...}: by run name, then VARIANT-D
+        which = which.get(run.name, which.get(run.key, which.get("default", "best")))
+    if run.external:
+        which = run.external.get("checkpoint", "best")
+    settings = {**asdict(rc), "device": None, "checkpoint": which}  # the device does not change the numbers
+    model, vocab, info = load_model(run.out, which, rc.device)
+    old = read_json(run.out / "analysis.json", None)
+    if old and old.get("step") == info.get("step") and old.get("settings") == settings \
+            and (run.out / "analysis.npz").exists():
+        print(f"[{run.name}] evaluation of step {info.get('step')} exists: skipped", flush=True)
+        return old
+    print(f"[{run.name}] evaluating checkpoint-{which} (step {info.get('step')}) on {rc.split}", flush=True)
+    t0 = time.monotonic()
+    ddir = data_dir or cfg.get("data_dir")
+    ds = load_eval_split(run.out, info, rc.split, ddir, rc.max_sentences, vocab)
+    if model.has_latent:
+        train_ds = load_eval_split(run.out, info, "train", ddir, 0, vocab) if rc.iwae_k and rc.agg_prior_m else None
+        res = analyse_run(run.name, model, vocab, info, ds, train_ds, rc)
+    else:  # the language model: its exact NLL, nothing latent to analyse
+        from ..evaluate import evaluate
+        res = {"name": run.name, "objective": "lm", "latent_dim": 0, "hidden_dim": model.cfg.hidden_dim,
+               "corpus": info.get("train", {}).get("corpus"), "step": info.get("step"), "cross": {},
+               "report": evaluate(model, ds, vocab, batch_size=rc.batch_size, device=rc.device, progress=True,
+                                  precision=rc.precision)}
+    per, cross = res["report"].pop("per_sentence"), res.pop("cross")
+    res.update(settings=settings, checkpoint=which, wall_s=time.monotonic() - t0, evaluated=utc(),
+               commit=commit(), machine=machine(), label=run.label, key=run.key, seed=run.seed)
+    np.savez_compressed(run.out / "analysis.npz", **{f"ps_{k}": v for k, v in per.items()},
+                        **{f"cross_{k}": v for k, v in cross.items()})
+    (run.out / "analysis.json").write_text(json.dumps(res, indent=1, default=_jsonable))
+    return res
+
+
+def load_analysis(run: Run) -> dict | None:
+    import numpy as np
+    res = read_json(run.out / "analysis.json", None)
+    if res is None or not (run.out / "analysis.npz").exists():
+        return None
+    arrays = np.load(run.out / "analysis.npz")
+    res["report"]["per_sentence"] = {k[3:]: arrays[k] for k in arrays.files if k.startswith("ps_")}
+    res["cross"] = {k[6:]: arrays[k] for k in arrays.files if k.startswith("cross_")}
+    return res
+
+
+# ---------------------------------------------------------------------- driver
+def _fmt_s(s: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(max(0.0, s)))
+
+
+def _target_steps(run: Run, steps_per_epoch: int | None) -> int | None:
+    by_epochs = run.tc.max_epochs * steps_per_epoch if steps_per_epoch else None
+    if run.tc.max_steps:
+        return min(run.tc.max_steps, by_epochs) if by_epochs else run.tc.max_steps
+    return by_epochs
+
+
+def summary(rep: dict) -> str:
+    """One line of an evaluation's headline numbers, each named."""
+    if rep.get("language_model"):
+        return f"exact NLL {rep['exact']['nll_per_sentence']:.2f} nats/sentence [words+<eos>]"
+    b = rep.get("bleu", {})
+    return (f"MELBO {rep['melbo']['nll_per_sentence']:.2f} nats [words+<eos>, not held out], "
+            f"KL {rep['kl']['mean']:.2f}, BLEU {b.get('sentence_bleu1', float('nan')):.3f} "
+            f"[sentence BLEU-1, z ~ q, sampling T=1]")
+
+
+def drive(cfg: dict, runs: list[Run], device, data_dir, quiet, do_eval=True) -> int:
+    todo = []
+    for r in runs:
+        status, step = train_state(r)
+        todo.append((r, status, step))
+        print(f"  {r.name:<16} {status:<8} step {step}", flush=True)
+    spe = None  # steps per epoch, known after a run has started
+    sec_per_step, eval_s = [], []
+    for i, (r, status, step0) in enumerate(todo):
+        t0 = time.monotonic()
+        if r.external:
+            snapshot_external(r)
+            res = {"status": "finished"}
+        else:
+            res = train_run(r, quiet)
+            if res["status"] == "interrupted":
+                print(f"[{r.name}] interrupted at step {res['step']}; run the same command again to resume",
+                      flush=True)
+                return 128 + int(res["signal"])
+            if not res.get("skipped") and res["step"] > step0:
+                sec_per_step.append((time.monotonic() - t0) / (res["step"] - step0))
+            start = [json.loads(line) for line in (r.out / "metrics.jsonl").read_text().splitlines()[:1]]
+            if start and "train_sentences" in start[0]:
+                spe = start[0]["train_sentences"] // r.tc.batch_size
+        if do_eval:
+            t1 = time.monotonic()
+            a = evaluate_run(r, cfg, device, data_dir)
+            if time.monotonic() - t1 > 1.0:
+                eval_s.append(time.monotonic() - t1)
+            print(f"[{r.name}] step {a['step']}: {summary(a['report'])}", flush=True)
+        # ETA: remaining steps at the mean measured speed, plus the mean evaluation time
+        left = todo[i + 1:]
+        rest_steps = sum(max(0, (_target_steps(x, spe) or 0) - s) for x, st, s in left
+                         if not x.external and st != "done")
+        eta = (sum(sec_per_step) / len(sec_per_step) * rest_steps if sec_per_step else
+               0.0 if not rest_steps else math.nan) + \
+              (sum(eval_s) / len(eval_s) * len(left) if eval_s and do_eval else 0.0)
+        print(f"== {i + 1}/{len(todo)} runs done; ETA for the rest: "
+              f"{'unknown (no speed measured yet)' if math.isnan(eta) else _fmt_s(eta)}", flush=True)
+    return 0
+
+
+def drive_parallel(cfg: dict, runs: list[Run], n: int, passthrough: list[str], device: str | None,
+                   poll_s: float = 2.0) -> int:
+    """Train and evaluate `runs` as up to `n` child processes at once, each
+    `smim reproduce CONFIG --only NAME --no-report ...` (so each one resumes, skips and records
+    exactly as a serial run does). Its output goes to RUNS_DIR/NAME.log. On a CPU the cores are
+    split: each child gets OMP_NUM_THREADS = max(1, cores // n); on a GPU the children share the
+    device. Ctrl-C / SIGTERM is passed on to the children, which checkpoint and stop."""
+    cpu = not (device or "").startswith("cuda") and device != "auto"
+    threads = max(1, (os.cpu_count() or 1) // n)
+    pending, active, failed, t0 = list(runs), {}, [], time.monotonic()
+    stop = []
+    old = {s: signal.signal(s, lambda signum, frame: stop.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    print(f"{len(runs)} run(s), up to {n} at once" + (f", {threads} CPU thread(s) each" if cpu else
+                                                       f" on device {device or 'auto'}"), flush=True)
+    try:
+        while pending or active:
+            while pending and len(active) < n and not stop:
+                r = pending.pop(0)
+                r.out.parent.mkdir(parents=True, exist_ok=True)
+                log = r.out.parent / f"{r.name}.log"
+                argv = [sys.executable, "-m", "sentencemim.cli", "reproduce", cfg["_path"], "--only", r.name,
+                        "--no-report", "--quiet", *passthrough] + (["--threads", str(threads)] if cpu else [])
+                env = {**os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+                                        if cpu else {})}
+                f = open(log, "a")
+                f.write(f"\n# {utc()}: {' '.join(argv[1:])}\n")
+                f.flush()
+                active[r.name] = (subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env), f, log,
+                                  time.monotonic())
+                print(f"[{r.name}] started (log {log})", flush=True)
+            if stop:
+                for p, *_ in active.values():
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGTERM)
+                pending.clear()
+            time.sleep(poll_s if active else 0)
+            for name, (p, f, log, t1) in list(active.items()):
+                rc = p.poll()
+                if rc is None:
+                    continue
+                f.close()
+                del active[name]
+                done = len(runs) - len(pending) - len(active)
+                tail = ""
+                if rc:
+                    failed.append(name)
+                    lines = Path(log).read_text(errors="replace").strip().splitlines()
+                    tail = f"; last line: {lines[-1] if lines else '(empty log)'}"
+                print(f"[{name}] {'finished' if rc == 0 else f'FAILED (status {rc})'} after "
+                      f"{_fmt_s(time.monotonic() - t1)}; {done}/{len(runs)} done, {len(active)} running, "
+                      f"{_fmt_s(time.monotonic() - t0)} elapsed{tail}", flush=True)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if stop:
+        print("interrupted: the runs were checkpointed; run the same command again to resume", flush=True)
+        return 128 + int(stop[0])
+    if failed:
+        raise UserError(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their .log files in "
+                        f"{runs[0].out.parent})")
+    return 0
