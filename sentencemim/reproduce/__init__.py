@@ -9,7 +9,8 @@ then write a results page (issue #5, the paper's Tables 2, 6, 7 and Figs. 3, 5, 
 
 The matrix is variants x latent_dims x seeds; a run is named VARIANT-D-sSEED
 (`--only mim-16` picks every seed of mim-16). Variants: mim, vae, vae-kl (logistic KL
-annealing), ae. Each run lives in RUNS_DIR/NAME:
+annealing), ae, and lm (the GRU language model: no latent, one run per seed, named
+lm-0-sSEED). `--parallel N` runs N at once as child processes. Each run lives in RUNS_DIR/NAME:
 
     NAME/                 an ordinary `smim train` run directory (resumable)
     NAME/reproduce.json   one record per training session (steps, wall time, commit, command)
@@ -21,14 +22,11 @@ the same settings is reused. `external` runs are someone else's run directories:
 driver copies the chosen checkpoint once into RUNS_DIR/NAME (a snapshot, never trained)
 and evaluates the copy. Config keys (JSON, or TOML read with tomllib):
 
-    name, corpus, data_dir, preset, runs_dir, model{}, train{}, variants[], latent_dims[],
-    seeds[], exclude[], only[], external{NAME: {path, checkpoint[, wall_s, wall_from]}}, evaluate{ReportConfig},
+    name, corpus, data_dir, preset, runs_dir, model{}, train{}, run_train{VARIANT-D or NAME: {train}},
+    variants[], latent_dims[], seeds[], exclude[], only[], external{NAME: {path, checkpoint[, wall_s, wall_from]}}, evaluate{ReportConfig},
     report{page, figures, title, machine, notes[], commands[], paper{NAME: {...}}, paper_tables, main_table,
            references{title, text, rows[{name, ppl, nll, note}]}}, latent{...}
 """
-
-from __future__ import annotations
-
 
 from __future__ import annotations
 

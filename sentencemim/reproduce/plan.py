@@ -21,8 +21,8 @@ VARIANTS = {  # name -> (TrainConfig settings, label as in the paper's tables)
     "ae": ({"objective": "ae"}, "AE ({d})"),
     "lm": ({"objective": "lm"}, "GRU LM"),  # no latent: planned once per seed, at latent_dim 0
 }
-CONFIG_KEYS = {"name", "description", "corpus", "data_dir", "preset", "runs_dir", "model", "train", "variants",
-               "latent_dims", "seeds", "exclude", "only", "external", "evaluate", "report", "latent"}
+CONFIG_KEYS = {"name", "description", "corpus", "data_dir", "preset", "runs_dir", "model", "train", "run_train",
+               "variants", "latent_dims", "seeds", "exclude", "only", "external", "evaluate", "report", "latent"}
 
 
 @dataclass
@@ -89,7 +89,9 @@ def plan(cfg: dict, only=None, overrides: dict | None = None, runs_dir=None) -> 
                 if key in cfg.get("exclude", []) or name in cfg.get("exclude", []):
                     continue
                 ext = external.get(key) or external.get(name)
-                train = {**preset["train"], **cfg.get("train", {}), **VARIANTS[v][0], "seed": s,
+                per_run = cfg.get("run_train", {})  # {VARIANT-D or NAME: {train settings}}: a run's own budget
+                train = {**preset["train"], **cfg.get("train", {}), **per_run.get(key, {}), **per_run.get(name, {}),
+                         **VARIANTS[v][0], "seed": s,
                          "corpus": cfg.get("corpus", "ptb"), "data_dir": cfg.get("data_dir"),
                          **(overrides or {})}
                 mc = from_dict(ModelConfig, {**preset["model"], **cfg.get("model", {}), "latent_dim": d})
