@@ -53,6 +53,8 @@ def register(sub) -> None:
     p.add_argument("--runs-dir", help="override runs_dir")
     p.add_argument("--threads", type=int, help="torch threads (set OMP_NUM_THREADS too)")
     p.add_argument("--no-eval", action="store_true", help="train only")
+    p.add_argument("--eval-only", action="store_true",
+                   help="do not train: evaluate each started run at the checkpoint it has reached (partial runs too)")
     p.add_argument("--no-report", action="store_true", help="do not write the results page")
     p.add_argument("--report-only", action="store_true", help="only (re)write the page from finished evaluations")
     p.add_argument("--latent-only", action="store_true", help="only write the latent-table page (Tables 11-20)")
@@ -91,16 +93,20 @@ def cmd_reproduce(args) -> int:
         return 0
     if args.parallel < 1:
         raise UserError(f"--parallel must be a positive integer, got {args.parallel}")
+    if args.eval_only and args.no_eval:
+        raise UserError("--eval-only and --no-eval together leave nothing to do")
     if not args.report_only and args.parallel > 1 and len(runs) > 1:
         passthrough = [x for flag, v in (("--max-steps", args.max_steps), ("--max-epochs", args.max_epochs),
                                          ("--device", args.device), ("--data-dir", args.data_dir),
                                          ("--runs-dir", args.runs_dir)) if v is not None for x in (flag, str(v))]
         passthrough += ["--no-eval"] if args.no_eval else []
+        passthrough += ["--eval-only"] if args.eval_only else []
         rc = drive_parallel(cfg, runs, args.parallel, passthrough, args.device)
         if rc:
             return rc
     elif not args.report_only:
-        rc = drive(cfg, runs, args.device, args.data_dir, args.quiet, do_eval=not args.no_eval)
+        rc = drive(cfg, runs, args.device, args.data_dir, args.quiet, do_eval=not args.no_eval,
+                   do_train=not args.eval_only)
         if rc:
             return rc
     if not args.no_report and not args.no_eval:

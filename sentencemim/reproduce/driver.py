@@ -169,7 +169,7 @@ def summary(rep: dict) -> str:
             f"[sentence BLEU-1, z ~ q, sampling T=1]")
 
 
-def drive(cfg: dict, runs: list[Run], device, data_dir, quiet, do_eval=True) -> int:
+def drive(cfg: dict, runs: list[Run], device, data_dir, quiet, do_eval=True, do_train=True) -> int:
     todo = []
     for r in runs:
         status, step = train_state(r)
@@ -182,6 +182,10 @@ def drive(cfg: dict, runs: list[Run], device, data_dir, quiet, do_eval=True) -> 
         if r.external:
             snapshot_external(r)
             res = {"status": "finished"}
+        elif not do_train:  # --eval-only: whatever checkpoint the run has reached
+            if status == "new":
+                print(f"[{r.name}] not started: nothing to evaluate", flush=True)
+                continue
         else:
             res = train_run(r, quiet)
             if res["status"] == "interrupted":
@@ -202,7 +206,7 @@ def drive(cfg: dict, runs: list[Run], device, data_dir, quiet, do_eval=True) -> 
         # ETA: remaining steps at the mean measured speed, plus the mean evaluation time
         left = todo[i + 1:]
         rest_steps = sum(max(0, (_target_steps(x, spe) or 0) - s) for x, st, s in left
-                         if not x.external and st != "done")
+                         if not x.external and st != "done" and do_train)
         eta = (sum(sec_per_step) / len(sec_per_step) * rest_steps if sec_per_step else
                0.0 if not rest_steps else math.nan) + \
               (sum(eval_s) / len(eval_s) * len(left) if eval_s and do_eval else 0.0)
