@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_latent.register(sub)  # export, reconstruct, sample, interpolate, encode, neighbors
     from . import cli_qa; cli_qa.register(sub)  # qa rank, answer, baselines, convert-yahoocqa
     from . import reproduce; reproduce.register(sub)  # reproduce CONFIG: the paper's tables (issue #5)
+    from . import cli_serve; cli_serve.register(sub)  # serve MODEL, curves RUN... (issue #15)
     return p
 
 
