@@ -141,7 +141,7 @@ async function loadMap() {
   try { d = await api("map"); } catch (e) { $("map-error").textContent = e.message; return; }
   const svg = $("map-svg");
   svg.replaceChildren();
-  const sx = scaler(d.points.map((p) => p.x), 20, 580), sy = scaler(d.points.map((p) => p.y), 400, 20);
+  const sx = scaler(d.points.map((p) => p.x), 20, 880), sy = scaler(d.points.map((p) => p.y), 380, 20);
   mapState = {points: d.points, sx: sx, sy: sy};
   const tip = $("map-tip");
   d.points.forEach((p, i) => {
