@@ -31,6 +31,7 @@ from .errors import UserError
 
 DIAG_SENTENCES = 2000  # validation sentences behind the MI estimate and active units
 TB_DIR = "tensorboard"
+COLLAPSE_MI = 0.1  # nats: below it, with no active unit, q(z|x) is taken to have collapsed to one code
 
 # metrics.jsonl key of a train record -> TensorBoard tag
 TRAIN_TAGS = {"loss": "train/loss", "rec_per_sentence": "train/reconstruction_nll",
@@ -73,6 +74,7 @@ class Watch:
         self.batch_size = batch_size
         self.seed = seed
         self._writer = None
+        self._last_au = None  # active units at the previous validation after step 0
         if tensorboard:
             self.writer()  # a missing extra is reported before training starts, not at the first log
 
@@ -107,9 +109,16 @@ class Watch:
                  f"(Var_x E_q[z_u] > 0.01) | MI estimate {rec['mutual_information']:.3f} nats "
                  f"(<= log n = {math.log(rec['latent_sentences']):.3f}) | median posterior std "
                  f"{rec['posterior_std_median']:.3g} | {rec['latent_sentences']} validation sentences")
-        if rec["active_units"] == 0 and step > 0:  # an untrained encoder (step 0) may not spread its means yet
-            self.log(f"WARNING: posterior collapse at step {step}: no active latent unit (every dimension has "
-                     f"Var_x E_q[z_u] <= 0.01), so the decoder cannot be using z")
+        au, mi = rec["active_units"], rec["mutual_information"]
+        if au == 0 and step > 0 and self._last_au != 0:  # a fall to 0 (an untrained start does not count)
+            if mi < COLLAPSE_MI:
+                self.log(f"WARNING: posterior collapse at step {step}: no active latent unit (every dimension has "
+                         f"Var_x E_q[z_u] <= 0.01) and MI estimate {mi:.3f} nats: q(z|x) no longer depends on x")
+            else:
+                self.log(f"WARNING: no active latent unit at step {step} (every dimension has Var_x E_q[z_u] <= 0.01), "
+                         f"though the MI estimate is {mi:.3f} nats: the codes differ only at a small scale")
+        if step > 0:
+            self._last_au = au
         if self.tensorboard:
             w = self.writer()
             both = {**val, **rec}
@@ -125,3 +134,4 @@ class Watch:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._last_au = None  # active units at the previous validation after step 0

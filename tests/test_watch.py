@@ -61,14 +61,32 @@ def test_collapse_warning_only_when_no_unit_is_active(tiny_model, tiny_dataset, 
         tiny_model.to_mu.weight.mul_(100.0)
     rec = watch.validation(tiny_model, tiny_dataset, {}, step=7)
     assert rec["active_units"] == 3 and not any("WARNING" in line for line in lines)
-    with torch.no_grad():  # the same mean for every sentence: collapse
+    with torch.no_grad():  # the same posterior for every sentence: collapse
         tiny_model.to_mu.weight.zero_()
+        tiny_model.to_logvar.weight.zero_()
     rec = watch.validation(tiny_model, tiny_dataset, {}, step=8)
-    assert rec["active_units"] == 0
+    assert rec["active_units"] == 0 and abs(rec["mutual_information"]) < 1e-9  # one code for every sentence
     assert any(line.startswith("WARNING: posterior collapse at step 8") for line in lines)
     lines.clear()
-    watch.validation(tiny_model, tiny_dataset, {}, step=0)  # an untrained start is not a collapse
+    watch.validation(tiny_model, tiny_dataset, {}, step=9)  # still collapsed: warned once, at the fall
     assert not any("WARNING" in line for line in lines)
+    fresh = Watch(tmp_path, log=lines.append)
+    fresh.validation(tiny_model, tiny_dataset, {}, step=0)  # an untrained start is not a collapse
+    assert not any("WARNING" in line for line in lines)
+
+
+def test_no_active_unit_with_informative_codes_is_told_apart(tiny_model, tiny_dataset, tmp_path):
+    """Means spread at a scale below the 0.01 threshold, posteriors far narrower still:
+    no active unit, yet the code tells the sentences apart (as sMIM early in training)."""
+    lines = []
+    with torch.no_grad():
+        tiny_model.to_mu.weight.mul_(0.5)  # Var_x(mu_u) < 0.002 in every dimension
+        tiny_model.to_logvar.weight.zero_()
+        tiny_model.to_logvar.bias.fill_(-20.0)  # clamped at the floor, std e^-5
+    rec = Watch(tmp_path, log=lines.append).validation(tiny_model, tiny_dataset, {}, step=3)
+    assert rec["active_units"] == 0 and rec["mutual_information"] > 1.0
+    assert any(line.startswith("WARNING: no active latent unit at step 3") and "small scale" in line
+               for line in lines)
 
 
 def test_tensorboard_events_read_back(tmp_path):
