@@ -10,6 +10,7 @@ what it needs when it runs, so `smim --help` stays fast.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from .errors import UserError
 
@@ -39,7 +40,8 @@ def cmd_serve(args) -> int:
         sentences, codes = load_index(m, args.index, args.codes, progress=True)
         lm = build_map(sentences, codes, args.projection, args.map_points, args.seed)
         print(f"index: {lm.what}", file=sys.stderr)
-    app = create_app(Service(m, lm, str(args.model)), max_body=args.max_body_kb * 1024, rate=args.rate_limit,
+    name = Path(args.model).resolve().name if Path(args.model).exists() else str(args.model)  # a dir or a repo id
+    app = create_app(Service(m, lm, name), max_body=args.max_body_kb * 1024, rate=args.rate_limit,
                      burst=args.burst)
     if args.host not in LOOPBACK:
         print(f"note: serving on {args.host}: anyone who can reach this address can use the model "

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow,
 def server(overfit, tmp_path_factory):  # noqa: F811
     folder = tmp_path_factory.mktemp("served")
     model_dir = SentenceMIM(*overfit, info={"train": {"objective": "mim", "corpus": "six sentences"}}) \
-        .save_pretrained(folder / "model")
+        .save_pretrained(folder / "tiny-smim-six-sentences")
     index = folder / "index.txt"
     index.write_text("\n".join(LINES) + "\n")
     port = free_port()
@@ -43,7 +43,8 @@ def test_page_shows_reconstruction_interpolation_and_map(server, tmp_path):
                          question="the cat sat", candidates=["on the mat", "a dog ran"], query=LINES[2])
         finally:
             drv.quit()
-    assert "latent 8" in shown["info"] and "index: 6 sentences" in shown["info"]
+    assert shown["info"].startswith("tiny-smim-six-sentences \u00b7 objective mim \u00b7 latent 8")
+    assert "index: 6 sentences" in shown["info"]
     # reconstruct: the overfit model gives its sentences back, with their lengths
     assert shown["reconstruct"] == [[s, s, str(len(s.split()))] for s in LINES[:3]]
     assert shown["reconstruct_note"].startswith("z = posterior mean (M); greedy")
