@@ -25,7 +25,8 @@ from .errors import UserError
 # key of a `valid` record -> (panel title, y label, log scale)
 PANELS = {
     "loss": ("validation loss (the training objective, beta = 1)", "nats / sentence", False),
-    "rec_per_sentence": ("validation reconstruction -log p(x|z), z ~ q(z|x)", "nats / sentence (words + <eos>)", False),
+    "rec_per_sentence": ("validation reconstruction -log p(x|z), z ~ q(z|x) (AE: mean)",
+                         "nats / sentence (words + <eos>)", False),
     "kl_per_sentence": ("validation KL(q(z|x) || N(0, I))", "nats / sentence", False),
     "ppl_rec_words_eos": ("validation reconstruction PPL [words+<eos>]", "perplexity", True),
     "lr": ("learning rate", "lr", True),
