@@ -9,6 +9,7 @@ what it needs when it runs, so `smim --help` stays fast.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -26,8 +27,10 @@ def cmd_serve(args) -> int:
         raise UserError("smim serve needs the serve extra: pip install 'sentencemim[serve]'") from None
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
-    if args.max_body_kb <= 0 or args.rate_limit < 0 or args.burst < 1:
-        raise UserError("--max-body-kb must be > 0, --rate-limit >= 0 (0 = off), --burst >= 1")
+    if args.max_body_kb <= 0 or not (math.isfinite(args.rate_limit) and args.rate_limit >= 0) or args.burst < 1:
+        raise UserError("--max-body-kb must be > 0, --rate-limit a number >= 0 (0 = off), --burst >= 1")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
     from .api import SentenceMIM
     from .serve.app import create_app
     from .serve.latentmap import build_map, load_index

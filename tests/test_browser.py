@@ -13,7 +13,7 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installe
 from sentencemim import SentenceMIM  # noqa: E402
 from sentencemim.serve.browser import find_chromium, free_port, open_browser, start_server, tour  # noqa: E402
 
-from test_api import LINES, overfit  # noqa: E402,F401  (overfit: a module-scoped fixture)
+from test_api import LINES  # noqa: E402
 
 BROWSER, DRIVER, REASON = find_chromium()
 pytestmark = [pytest.mark.slow,
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow,
 
 
 @pytest.fixture(scope="module")
-def server(overfit, tmp_path_factory):  # noqa: F811
+def server(overfit, tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
     model_dir = SentenceMIM(*overfit, info={"train": {"objective": "mim", "corpus": "six sentences"}}) \
         .save_pretrained(folder / "tiny-smim-six-sentences")

@@ -20,11 +20,11 @@ from sentencemim.serve.app import create_app  # noqa: E402
 from sentencemim.serve.latentmap import build_map, pca_2d  # noqa: E402
 from sentencemim.serve.ops import Service  # noqa: E402
 
-from test_api import LINES, overfit  # noqa: E402,F401  (overfit: a module-scoped fixture)
+from test_api import LINES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def m(overfit):  # noqa: F811
+def m(overfit):
     return SentenceMIM(*overfit, info={"train": {"objective": "mim", "corpus": "tiny"}, "step": 300})
 
 
@@ -39,7 +39,7 @@ def client(m, lmap):
 
 
 @pytest.fixture
-def reference(overfit):  # noqa: F811
+def reference(overfit):
     """The same model through the plain Python API, for comparison."""
     return SentenceMIM(*overfit, on_oov=None)
 
@@ -96,7 +96,7 @@ def test_sample_from_the_prior(client, reference):
     assert d["prior"] == "z ~ N(0, 1^2 I)" and len(d["samples"]) == 7
 
 
-def test_qa_answers_and_ranking_equal_the_qa_module(client, overfit):  # noqa: F811
+def test_qa_answers_and_ranking_equal_the_qa_module(client, overfit):
     model, vocab = overfit
     d = ok(client, "/api/qa/answer", {"question": "the cat sat", "lengths": ["short", "long"], "seed": 5})
     assert d["answers"] == generate_answers(model, vocab, "the cat sat".split(), ["short", "long"], True, 5, 0)
@@ -291,6 +291,11 @@ def test_serve_cli_refuses_bad_options(tmp_path, capsys):
     assert err.startswith("smim serve: error:") and "\n" not in err
     assert main(["serve", str(tmp_path / "missing"), "--codes", "x.npy"]) == 2
     assert "--codes needs --index" in capsys.readouterr().err
+    for flag, value in (("--rate-limit", "nan"), ("--rate-limit", "-1"), ("--burst", "0"), ("--max-body-kb", "0"),
+                        ("--seed", "-1")):
+        assert main(["serve", str(tmp_path / "missing"), flag, value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert flag in err and "\n" not in err
 
 
 def test_json_numbers_say_what_they_are(client):
