@@ -80,21 +80,51 @@ class SentenceMIM:
 
     # ------------------------------------------------------------------ files
     @classmethod
-    def from_pretrained(cls, path: str | Path, which: str = "best", device="cpu", **kwargs) -> "SentenceMIM":
+    def from_pretrained(cls, path: str | Path, which: str = "best", device="cpu", *, revision: str | None = None,
+                        token: str | None = None, cache_dir: str | Path | None = None, **kwargs) -> "SentenceMIM":
         """Load a model directory (config.json + model.safetensors + vocab.json), a
-        training run directory (checkpoint-`which`.pt) or a checkpoint file.
+        training run directory (checkpoint-`which`.pt), a checkpoint file, or a Hugging
+        Face Hub repo id `owner/name` (extra `hub`; revision, token and cache_dir as in
+        huggingface_hub.snapshot_download; HF_HUB_OFFLINE=1 reads the cache only).
         device: "cpu", "cuda", "cuda:1", ... or "auto" (a GPU when there is one)."""
+        from .hub import resolve
         from .modelio import load_model
         from .runtime import pick_device
+        path = resolve(path, revision, token, cache_dir)
         model, vocab, info = load_model(path, which, pick_device(str(device)))
         return cls(model, vocab, info, **kwargs)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, *, repo_id: str | None = None, push_to_hub: bool = False,
+                        **push_to_hub_kwargs) -> Path:
+        """Write config.json + model.safetensors + vocab.json, and a model card
+        (README.md) when the directory has none. With push_to_hub, upload the directory
+        to `repo_id` (default: the directory's name), as huggingface_hub's
+        ModelHubMixin.save_pretrained does; push_to_hub_kwargs go to `push_to_hub`."""
+        from .modelcard import write_model_card
         from .modelio import save_pretrained
         extra = {k: v for k, v in self.info.items() if k != "checkpoint"}
         if "checkpoint" in self.info:
             extra["exported_from"] = self.info["checkpoint"]
-        return save_pretrained(self.model, self.vocab, directory, extra)
+        out = save_pretrained(self.model, self.vocab, directory, extra)
+        if not (out / "README.md").exists():
+            write_model_card(out, repo_id=repo_id)
+        if push_to_hub:
+            from .hub import push
+            push(out, repo_id or Path(out).resolve().name, **push_to_hub_kwargs)
+        return out
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload sentencemim model",
+                    private: bool | None = None, token: str | None = None, branch: str | None = None,
+                    create_pr: bool | None = None):
+        """Save into a temporary directory (with a model card) and upload it to the
+        Hugging Face Hub repo `repo_id` (created if missing). Returns huggingface_hub's
+        CommitInfo."""
+        import tempfile
+
+        from .hub import push
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / repo_id.split("/")[-1], repo_id=repo_id)
+            return push(folder, repo_id, commit_message, private, token, branch, create_pr)
 
     @property
     def device(self) -> torch.device:

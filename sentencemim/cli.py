@@ -28,6 +28,10 @@ def _add_config_flags(p: argparse.ArgumentParser, cls, skip=()) -> None:
             continue
         typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}.get(
             str(f.type).split(" |")[0], str)
+        if typ is bool:  # a switch: --tensorboard (argparse's type=bool would read "False" as True)
+            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_const", const=True,
+                           default=None, help="switch (default: off)")
+            continue
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
                        metavar=f.name.upper(), help=f"(default: {f.default})")
 
@@ -47,7 +51,7 @@ def cmd_train(args) -> int:
     mc = ModelConfig(**{**preset["model"], **model_args})
     tc = TrainConfig(**{**preset["train"], **tc_args})
     overrides = {k: v for k, v in tc_args.items()
-                 if k in ("max_steps", "max_epochs", "eval_every", "log_every", "device", "data_dir")}
+                 if k in ("max_steps", "max_epochs", "eval_every", "log_every", "device", "data_dir", "tensorboard")}
     result = train(mc, tc, args.out, resume=args.resume, overrides=overrides, quiet=args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: result[k] for k in ("status", "step", "epoch", "best_val", "lr")}))
@@ -176,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_latent.register(sub)  # export, reconstruct, sample, interpolate, encode, neighbors
     from . import cli_qa; cli_qa.register(sub)  # qa rank, answer, baselines, convert-yahoocqa
     from . import reproduce; reproduce.register(sub)  # reproduce CONFIG: the paper's tables (issue #5)
+    from . import cli_serve; cli_serve.register(sub)  # serve MODEL, curves RUN... (issue #15)
     return p
 
 

@@ -48,7 +48,7 @@ def _decode_kwargs(args) -> dict:
 def cmd_export(args) -> int:
     from .modelio import export
     out = export(args.run, args.out, args.checkpoint, overwrite=args.force)
-    print(f"wrote {out}/config.json, model.safetensors, vocab.json")
+    print(f"wrote {out}/config.json, model.safetensors, vocab.json, README.md (model card)")
     return 0
 
 

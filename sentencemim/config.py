@@ -76,6 +76,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoint-latest.pt writes (also each epoch and on stop)
     nan_policy: str = "stop"  # stop | skip
     device: str = "auto"
+    tensorboard: bool = False  # also log to RUN/tensorboard/ (extra `tensorboard`)
 
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:

@@ -104,8 +104,10 @@ def load_model(path: str | Path, which: str = "best", device="cpu") -> tuple[Sen
     return model.to(device), vocab, info
 
 
-def export(run: str | Path, out: str | Path, which: str = "best", overwrite: bool = False) -> Path:
-    """A run directory or checkpoint file -> an inference directory at `out`.
+def export(run: str | Path, out: str | Path, which: str = "best", overwrite: bool = False,
+           card: bool = True) -> Path:
+    """A run directory or checkpoint file -> an inference directory at `out`, with a
+    model card (README.md, sentencemim.modelcard) unless `card` is False.
     The training config and step travel along in config.json (evaluate needs the corpus)."""
     out = Path(out)
     if (out / "model.safetensors").exists() and not overwrite:
@@ -115,4 +117,9 @@ def export(run: str | Path, out: str | Path, which: str = "best", overwrite: boo
     model, vocab, info = load_model(run, which)
     extra = {"train": info.get("train", {}), "step": info.get("step"),
              "exported_from": info.get("checkpoint", str(run))}
-    return save_pretrained(model, vocab, out, extra)
+    save_pretrained(model, vocab, out, extra)
+    if card:  # README.md: objective, sizes, corpus sha256, command, steps, test numbers
+        from .modelcard import write_model_card
+        run = Path(run)
+        write_model_card(out, run_dir=run if run.is_dir() else run.parent)
+    return out

@@ -33,7 +33,9 @@ from .data import Dataset, ReadStats, encode_sentences, read_sentences
 from .errors import UserError
 from .model import SentenceAE, kl_weight
 from .progress import Progress
+from .provenance import code_commit, command_line
 from .runtime import Runtime, setup, teardown
+from .watch import Watch
 from .vocab import Vocab
 
 class NumericalError(UserError):
@@ -190,6 +192,8 @@ def _train(mc, tc, out, saved, rt, log, quiet):
         f"device {rt.device}, world size {rt.world_size}")
     if saved and rt.is_main:
         _truncate_metrics(out / "metrics.jsonl", st.step)
+    # latent diagnostics and collapse warning at each validation; TensorBoard with --tensorboard
+    watch = Watch(out, tc.tensorboard, log, st.step if saved else None, seed=tc.seed) if rt.is_main else None
     metrics = open(out / "metrics.jsonl", "a") if rt.is_main else None
 
     def emit(record):
@@ -214,9 +218,12 @@ def _train(mc, tc, out, saved, rt, log, quiet):
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     emit({"kind": "event", "event": "resume" if saved else "start", "step": st.step,
           "train_sentences": len(train_ds), "valid_sentences": len(valid_ds),
-          "train_read": vars(train_ds.stats), "valid_read": vars(valid_ds.stats), "params": n_params})
+          "train_read": vars(train_ds.stats), "valid_read": vars(valid_ds.stats), "params": n_params,
+          "command": command_line(), "commit": code_commit()})
 
     def end_of_validation(val, epoch_end):
+        if watch:
+            val.update(watch.validation(model, valid_ds, val, st.step))
         improved = val["loss"] < st.best_val
         if improved:
             st.best_val = val["loss"]
@@ -288,6 +295,8 @@ def _train(mc, tc, out, saved, rt, log, quiet):
                              "rec_per_sentence": rec / ns, "kl_per_sentence": kl / ns, "beta": beta,
                              "lr": st.lr, "tokens_per_s": tok / max(secs, 1e-9)}
                     emit(rec_s)
+                    if watch:
+                        watch.train(rec_s)
                     bar.update(0, loss=rec_s["loss"], tok_s=round(rec_s["tokens_per_s"]))
                     window = [0.0] * 6
                 if tc.eval_every and st.step % tc.eval_every == 0:
@@ -325,3 +334,5 @@ def _train(mc, tc, out, saved, rt, log, quiet):
             signal.signal(s, h)
         if metrics:
             metrics.close()
+        if watch:
+            watch.close()

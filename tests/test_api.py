@@ -9,38 +9,12 @@ import torch
 
 from sentencemim import SentenceMIM
 from sentencemim.api import OOVWarning, nearest
-from sentencemim.config import ModelConfig
 from sentencemim.data import collate
 from sentencemim.errors import UserError
-from sentencemim.model import SentenceAE
-from sentencemim.vocab import Vocab
 
 from conftest import TINY_SENTENCES
 
 LINES = [" ".join(s) for s in TINY_SENTENCES]
-
-
-@pytest.fixture(scope="module")
-def overfit():
-    """sMIM (A-MIM loss) trained on the six tiny sentences until it reconstructs them (~2 s).
-
-    logvar_floor -4 (std >= 0.14), not the default -10: with six sentences the A-MIM
-    latent terms (-1/2 (log q + log N(z; 0, I))) gain more from collapsing every mean
-    to ~0 with the std at the floor than the reconstruction loses by forgetting which
-    sentence it was (log 6 = 1.8 nats); from this seed, training with the default
-    floor ends in exactly that state (reconstruction 1.80 nats, means spread 1e-5)."""
-    torch.manual_seed(0)
-    vocab = Vocab.build(TINY_SENTENCES)
-    model = SentenceAE(ModelConfig(vocab_size=len(vocab), embedding_dim=16, hidden_dim=32, latent_dim=8,
-                                   embedding_dropout=0.0, logvar_floor=-4.0))
-    seqs = [np.asarray(vocab.encode(s)) for s in TINY_SENTENCES]
-    batch = collate(seqs, list(range(len(seqs))))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(300):
-        opt.zero_grad()
-        model(batch, "mim").loss.backward()
-        opt.step()
-    return model.eval(), vocab
 
 
 @pytest.fixture

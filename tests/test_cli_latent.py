@@ -37,7 +37,7 @@ def test_export_and_every_command_accepts_run_dir_model_dir_or_checkpoint(run, c
     model_dir = run / "exported"
     rc, out, _ = smim(capsys, "export", run / "run", "--out", model_dir)
     assert rc == 0 and "model.safetensors" in out
-    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["README.md", "config.json", "model.safetensors", "vocab.json"]
     s = index_lines(run)[0]
     for cmd in (["reconstruct", "{}", s], ["sample", "{}", "-n", 3, "--method", "sample"],
                 ["interpolate", "{}", s, index_lines(run)[1], "--steps", 3]):
