@@ -103,7 +103,16 @@ class Watch:
     def validation(self, model, ds, val: dict, step: int) -> dict:
         """Diagnostics of one validation (whose loss terms are `val`): logged, with a
         warning on collapse, written to TensorBoard with `val`, and returned for the
-        `valid` record of metrics.jsonl."""
+        `valid` record of metrics.jsonl. The language model (no latent) has none: its
+        validation terms still go to TensorBoard."""
+        if not model.has_latent:
+            if self.tensorboard:
+                w = self.writer()
+                for key, tag in VALID_TAGS.items():
+                    if key in val:
+                        w.add_scalar(tag, val[key], step)
+                w.flush()
+            return {}
         rec, std, var = latent_diagnostics(model, ds, self.batch_size, seed=self.seed)
         self.log(f"latent step {step}: active units {rec['active_units']}/{rec['latent_dim']} "
                  f"(Var_x E_q[z_u] > 0.01) | MI estimate {rec['mutual_information']:.3f} nats "
