@@ -43,6 +43,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .cliargs import device_type, number
 from .config import PRESETS, ModelConfig, TrainConfig, to_dict
 from .errors import UserError
 
@@ -98,8 +99,41 @@ def load_config(path: str | Path) -> dict:
             raise UserError(f"{path}: unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
     if cfg.get("preset", "ptb") not in PRESETS:
         raise UserError(f"{path}: unknown preset {cfg['preset']!r}")
+    _check_types(cfg, path)
     cfg["_path"] = str(path)
     return cfg
+
+
+_TYPES = {  # key -> (expected type(s), in words); the model/train/evaluate sections are checked field by field
+    "name": (str, "a string"), "description": (str, "a string"), "corpus": (str, "a string"),
+    "data_dir": ((str, type(None)), "a string or null"), "preset": (str, "a string"), "runs_dir": (str, "a string"),
+    "model": (dict, "an object"), "train": (dict, "an object"), "evaluate": (dict, "an object"),
+    "external": (dict, "an object"), "report": (dict, "an object"), "latent": (dict, "an object"),
+    "variants": (list, "a list of strings"), "exclude": (list, "a list of strings"), "only": (list, "a list of strings"),
+    "latent_dims": (list, "a list of positive integers"), "seeds": (list, "a list of integers >= 0"),
+}
+
+
+def _check_types(cfg: dict, path: Path) -> None:
+    """Wrong types are one-line errors naming the file and key (before anything runs)."""
+    from .config import ReportConfig, from_dict
+    for key, (typ, words) in _TYPES.items():
+        if key in cfg and not isinstance(cfg[key], typ):
+            raise UserError(f"{path}: {key} must be {words}, got {cfg[key]!r}")
+    for key, ok in (("variants", lambda v: isinstance(v, str)), ("exclude", lambda v: isinstance(v, str)),
+                    ("only", lambda v: isinstance(v, str)),
+                    ("latent_dims", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                    ("seeds", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)):
+        bad = [v for v in cfg.get(key, []) if not ok(v)]
+        if bad:
+            raise UserError(f"{path}: {key} must be {_TYPES[key][1]}, got {bad[0]!r}")
+    from_dict(ModelConfig, cfg.get("model", {}), f"{path}: model.")
+    from_dict(TrainConfig, cfg.get("train", {}), f"{path}: train.")
+    from_dict(ReportConfig, {k: v for k, v in cfg.get("evaluate", {}).items() if k != "checkpoint"},
+              f"{path}: evaluate.")
+    for name, ext in cfg.get("external", {}).items():
+        if not isinstance(ext, dict) or not isinstance(ext.get("path"), str):
+            raise UserError(f"{path}: external.{name} must be an object with a \"path\" string")
 
 
 def plan(cfg: dict, only=None, overrides: dict | None = None, runs_dir=None) -> list[Run]:
@@ -120,8 +154,9 @@ def plan(cfg: dict, only=None, overrides: dict | None = None, runs_dir=None) -> 
                 train = {**preset["train"], **cfg.get("train", {}), **VARIANTS[v][0], "seed": s,
                          "corpus": cfg.get("corpus", "ptb"), "data_dir": cfg.get("data_dir"),
                          **(overrides or {})}
-                mc = from_dict(ModelConfig, {**preset["model"], **cfg.get("model", {}), "latent_dim": d})
-                tc = from_dict(TrainConfig, train)
+                src = f"{cfg.get('_path', 'config')}: run {name}: "
+                mc = from_dict(ModelConfig, {**preset["model"], **cfg.get("model", {}), "latent_dim": d}, src + "model.")
+                tc = from_dict(TrainConfig, train, src + "train.")
                 tc.validate()
                 runs.append(Run(name, v, d, s, root / name, mc, tc, ext, cfg.get("preset", "ptb")))
     only = only if only is not None else cfg.get("only")
@@ -263,16 +298,15 @@ def _jsonable(x):
 
 
 def eval_settings(cfg: dict, device: str | None):
-    from .report import ReportConfig
+    from .config import ReportConfig, from_dict
+    from .scoring import check_precision
     ec = dict(cfg.get("evaluate", {}))
     if device:
         ec["device"] = device
-    unknown = set(ec) - {f.name for f in fields(ReportConfig)} - {"checkpoint"}
-    if unknown:
-        raise UserError(f"unknown evaluate key(s): {', '.join(sorted(unknown))}")
     which = ec.pop("checkpoint", "best")
-    rc = ReportConfig(**ec)
+    rc = from_dict(ReportConfig, ec, f"{cfg.get('_path', 'config')}: evaluate.")
     rc.validate()
+    check_precision(rc.precision, rc.device)
     return rc, which
 
 
@@ -382,12 +416,15 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("config", help="JSON or TOML config (benchmarks/reproduce/*.json)")
     p.add_argument("--only", help="comma-separated run names or VARIANT-D prefixes (e.g. mim-16,vae-16)")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps for every run")
-    p.add_argument("--max-epochs", type=int, help="override train.max_epochs for every run")
-    p.add_argument("--device", help="training and evaluation device (cpu, cuda, auto)")
-    p.add_argument("--data-dir", help="override data_dir")
-    p.add_argument("--runs-dir", help="override runs_dir")
-    p.add_argument("--threads", type=int, help="torch threads (set OMP_NUM_THREADS too)")
+    p.add_argument("--max-steps", type=number(int, ge=0), metavar="N",
+                   help="override train.max_steps for every run (0 = no limit)")
+    p.add_argument("--max-epochs", type=number(int, ge=1), metavar="N", help="override train.max_epochs for every run")
+    p.add_argument("--device", type=device_type,
+                   help="training and evaluation device: auto, cpu, cuda or cuda:N (default: the config's)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding the named corpora (overrides the config's "
+                                                     "data_dir; default: $SENTENCEMIM_DATA, else ~/.cache/sentencemim)")
+    p.add_argument("--runs-dir", metavar="DIR", help="override runs_dir (where the run directories go)")
+    p.add_argument("--threads", type=number(int, ge=1), metavar="N", help="torch threads (set OMP_NUM_THREADS too)")
     p.add_argument("--no-eval", action="store_true", help="train only")
     p.add_argument("--no-report", action="store_true", help="do not write the results page")
     p.add_argument("--report-only", action="store_true", help="only (re)write the page from finished evaluations")
@@ -407,9 +444,12 @@ def cmd_reproduce(args) -> int:
                             ("device", args.device), ("data_dir", args.data_dir)) if v is not None}
     if args.data_dir:
         cfg["data_dir"] = args.data_dir
-    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: no CUDA GPU here")
+    if args.device:
+        from .runtime import resolve_device
+        resolve_device(args.device)  # a missing GPU: one line, before anything runs
     runs = plan(cfg, args.only.split(",") if args.only else None, ov, args.runs_dir)
+    if not args.no_eval and not args.dry_run:
+        eval_settings(cfg, args.device)  # evaluation settings are checked before hours of training
     command = "smim reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else "smim reproduce " + args.config
     print(f"{cfg.get('name', args.config)}: {len(runs)} run(s) in {runs[0].out.parent if runs else '-'}", flush=True)
     if args.dry_run:
