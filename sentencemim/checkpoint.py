@@ -29,6 +29,28 @@ def _free_bytes(folder: Path) -> int | None:
         return None
 
 
+class _Writes:
+    """A file wrapper that remembers the OSError of a failed write (torch.save reports it
+    only as a RuntimeError, without the errno)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        try:
+            return self.f.flush()
+        except OSError as e:
+            self.error = e
+            raise
+
+
 def save(state: dict, path: str | Path) -> None:
     """Write atomically. On any failure the temporary file is removed and the previous
     checkpoint is kept; a full disk is a one-line UserError (torch reports a failed write
@@ -36,21 +58,25 @@ def save(state: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    f = None
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb") as raw:
+            f = _Writes(raw)
             torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         free = _free_bytes(path.parent)  # measured before the partial file is removed
         tmp.unlink(missing_ok=True)
-        full = (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or \
-            (isinstance(e, (OSError, RuntimeError)) and free is not None and free < (1 << 20))
+        err = e if isinstance(e, OSError) else getattr(f, "error", None)  # torch hides the OSError in a RuntimeError
+        full = (err is not None and err.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+            (isinstance(e, RuntimeError) and free is not None and free < (1 << 20))
         if full:
-            kept = " (the previous one is kept)" if path.exists() else ""
-            raise UserError(f"{path}: no space left on device while writing the checkpoint{kept}; "
-                            f"free some space and continue with --resume") from None
+            kept = "the previous one is kept; " if path.exists() else ""
+            raise UserError(f"{path}: no space left on device while writing the checkpoint ({kept}no temporary "
+                            "file left); free some space, then continue with --resume (a run without a "
+                            "checkpoint-latest.pt yet starts again)") from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -50,6 +50,7 @@ def _parse(kind: str, spec, flag_kind_name: str):
             raise argparse.ArgumentTypeError(p)
         return value
     parse.__name__ = flag_kind_name
+    parse.spec = spec  # the checked range, for the tests that try every flag
     return parse
 
 

@@ -116,7 +116,7 @@ def load_model(path: str | Path, which: str = "best", device="cpu") -> tuple[Sen
             state = load_file(str(path / "model.safetensors"))
         except (SafetensorError, OSError, ValueError) as e:
             raise UserError(f"{path / 'model.safetensors'}: unreadable (truncated or corrupt?): {e}") from None
-        model = _build(cfg["model"], state, vocab, str(path))
+        model = _build(cfg["model"], state, vocab, str(path / "config.json"))
         _check_vocab(path / "vocab.json", cfg.get("vocab_sha256"), f"{path / 'config.json'}")
         return model.to(device), vocab, {k: v for k, v in cfg.items() if k not in ("format", "model", "vocab_sha256")}
     if path.is_dir():

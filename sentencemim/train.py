@@ -169,12 +169,12 @@ def _train(mc, tc, out, saved, rt, log, quiet, accept_changed_data=False):
     train_ds, valid_ds = data["train"], data["valid"].subset(tc.eval_max_sentences, tc.seed)
     mc.vocab_size = len(vocab)
     mc.validate()
+    check_model_fits(mc, tc.optimizer, rt.device)  # before anything is written
     if rt.is_main:
         rundir.write_atomic(out / "config.json", json.dumps({"model": to_dict(mc), "train": to_dict(tc)}, indent=2))
         if not saved:
             rundir.write_atomic(out / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
             rundir.record_fingerprints(out, _fingerprints(tc, out))
-    check_model_fits(mc, tc.optimizer, rt.device)
     model = SentenceAE(mc).to(rt.device)
     params = list(model.parameters())
     if tc.optimizer == "adam":
