@@ -277,7 +277,8 @@ def train_run(run: Run, quiet: bool) -> dict:
     command = train_command(run, resume)
     print(f"[{run.name}] {'resuming at step ' + str(step) if resume else 'training'}: {command}", flush=True)
     t0, started = time.monotonic(), _utc()
-    overrides = {k: getattr(run.tc, k) for k in ("max_steps", "max_epochs", "device", "data_dir")}
+    overrides = {k: getattr(run.tc, k) for k in ("max_steps", "max_epochs", "device", "data_dir")
+                 if getattr(run.tc, k) is not None}  # data_dir null: the run keeps the folder it recorded
     res = train(run.mc, run.tc, run.out, resume=resume, overrides=overrides, quiet=quiet)
     rec_path = run.out / "reproduce.json"
     rec = _read_json(rec_path, {"sessions": []})
