@@ -355,9 +355,11 @@ class _NpyWriter:
     writing (a full disk) are one-line UserErrors and remove the temporary file."""
 
     def __init__(self, out, shape):
-        out = Path(out)
+        out = Path(out).resolve() if Path(out).is_symlink() else Path(out)  # a link: its target is replaced
         if not out.parent.is_dir():
             raise UserError(f"{out.parent}: output folder does not exist")
+        if out.exists() and not out.is_file():
+            raise UserError(f"{out}: not a regular file; name a .npy file to write")
         self.out, self.shape, self.rows, self.f = out, shape, 0, None
         self.tmp = out.with_name(f".{out.name}.tmp")
         self._io(self._open)

@@ -35,15 +35,21 @@ def write_atomic(path: str | Path, text: str) -> None:
     """Write a text file through a temporary file and a rename: a full disk or a kill never
     leaves it torn, and no temporary file is left behind."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        tmp = path  # a link, a device (/dev/stdout) or a pipe: written through, never replaced
+    else:
+        tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            if tmp != path:
+                os.fsync(f.fileno())
+        if tmp != path:
+            os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        if tmp != path:
+            tmp.unlink(missing_ok=True)
         if _disk_full(e):
             raise UserError(f"{path}: no space left on device") from None
         raise UserError(f"{path}: cannot write ({e.strerror or e})") from None

@@ -89,7 +89,10 @@ class Vocab:
             raise UserError(f"{source}: 'itos' and 'unk_aliases' must be lists of strings")
         if tuple(itos[:4]) != SPECIALS:
             raise UserError(f"{source}: vocabulary must start with {', '.join(SPECIALS)}")
-        return cls(itos[4:], aliases)
+        try:
+            return cls(itos[4:], aliases)
+        except UserError as e:
+            raise UserError(f"{source}: {e}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocab":

@@ -398,6 +398,24 @@ def _npy_output_name(tmp, c, root):
         "--output must name a .npy file"
 
 
+def _json_to_a_full_device(tmp, c, root):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    return ["evaluate", root / "run", "--repeats", 1, "--iwae-k", 0, "--no-bleu", "--json", "/dev/full"], \
+        "/dev/full: no space left on device"
+
+
+def _too_few_sentences(tmp, c, root):
+    return ["evaluate", root / "run", "--max-sentences", 2, "--repeats", 1, "--iwae-k", 0, "--no-bleu"], \
+        "needs more than 3 distinct codes, got 2"
+
+
+def _npy_output_is_a_folder(tmp, c, root):
+    (tmp / "in.txt").write_text("the cat\n")
+    (tmp / "d.npy").mkdir()
+    return ["encode", root / "model", "--input", tmp / "in.txt", "--output", tmp / "d.npy"], "d.npy: not a regular file"
+
+
 CASES = [  # (case, class of mistake it stands for)
     (_utf16_bom, "text: not UTF-8"), (_utf16_no_bom, "text: not UTF-8"), (_nul_byte, "text: binary"),
     (_binary, "text: binary"), (_invalid_utf8_input, "text: not UTF-8"), (_utf16_input, "text: not UTF-8"),
@@ -415,7 +433,8 @@ CASES = [  # (case, class of mistake it stands for)
     (_resume_refuses_changed_corpus, "run directory: resume flags"),
     (_resume_before_first_checkpoint, "run directory: nothing to resume"),
     (_damaged_metrics_middle, "run directory: damaged record"), (_damaged_fingerprints, "run directory: damaged"),
-    (_npy_output_name, "flag: file name"),
+    (_npy_output_name, "flag: file name"), (_npy_output_is_a_folder, "flag: file name"),
+    (_json_to_a_full_device, "resource: disk full"), (_too_few_sentences, "data: too small"),
 ]
 
 
