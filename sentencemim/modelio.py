@@ -25,7 +25,7 @@ from . import checkpoint
 from .config import ModelConfig, from_dict, to_dict
 from .errors import UserError
 from .model import SentenceAE
-from .rundir import sha256, write_atomic
+from .rundir import check_run_config, sha256, write_atomic
 from .vocab import Vocab
 
 CONFIG_FORMAT = "sentencemim-model-1"
@@ -129,6 +129,8 @@ def load_model(path: str | Path, which: str = "best", device="cpu") -> tuple[Sen
         run_dir = path
     else:
         ckpt, run_dir = path, path.parent
+    if (run_dir / "checkpoint-latest.pt").exists() or (run_dir / "checkpoint-best.pt").exists():
+        check_run_config(run_dir)  # a run directory: its config.json, if edited, must still be valid
     state = checkpoint.load(ckpt)
     vocab = Vocab.load(run_dir / "vocab.json")
     model = _build(state["model_config"], state["model"], vocab, str(ckpt))

@@ -238,6 +238,25 @@ def check_fingerprints(out: Path, current: dict, accept: bool, log) -> None:
     log(f"note: --accept-changed-data: continuing on changed data ({'; '.join(changed)}); new fingerprints recorded")
 
 
+# ---------------------------------------------------------------------------- config.json
+def check_run_config(run_dir: Path) -> None:
+    """A run directory's config.json (written by train; the checkpoint holds the settings
+    that are used) is checked when present: an edited one with a wrong type or an unknown key
+    is an error naming it, never silently ignored."""
+    from .config import ModelConfig, TrainConfig, from_dict
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict) or not {"model", "train"} <= set(cfg):
+        raise UserError(f"{path}: not a run config (expected an object with 'model' and 'train')")
+    from_dict(ModelConfig, cfg["model"], f"{path}: model.")
+    from_dict(TrainConfig, cfg["train"], f"{path}: train.")
+
+
 # ---------------------------------------------------------------------------- resumed settings
 def resume_configs(saved_model: dict, saved_train: dict, model_req: dict, train_req: dict, source: str):
     """The settings of a resumed run: the saved ones, with the requested values of the keys a

@@ -134,6 +134,7 @@ def train(mc: ModelConfig, tc: TrainConfig, out: str | Path, resume: bool = Fals
             early = any((out / n).exists() for n in rundir.RUN_FILES)
             raise UserError(f"--resume: no checkpoint at {ckpt_path}" + (
                 " (the run stopped before its first checkpoint; start it again without --resume)" if early else ""))
+        rundir.check_run_config(out)
         saved = checkpoint.load(ckpt_path)
         mc, tc = rundir.resume_configs(saved["model_config"], saved["train_config"], model_overrides or {},
                                        overrides or {}, str(ckpt_path))

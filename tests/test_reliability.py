@@ -231,6 +231,15 @@ def _string_in_config_json(tmp, c, root):
     return ["evaluate", d, "--repeats", 1], "config.json: model.latent_dim must be an integer, got '4' (str)"
 
 
+def _string_in_run_config_json(tmp, c, root):
+    d = tmp / "run"
+    shutil.copytree(root / "run", d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model"]["latent_dim"] = "4"
+    (d / "config.json").write_text(json.dumps(cfg))
+    return ["train", "--out", d, "--resume", "--max-steps", 7], "run/config.json: model.latent_dim must be an integer"
+
+
 def _bool_in_train_section(tmp, c, root):
     d = tmp / "m"
     shutil.copytree(root / "model", d)
@@ -420,7 +429,7 @@ CASES = [  # (case, class of mistake it stands for)
     (_utf16_bom, "text: not UTF-8"), (_utf16_no_bom, "text: not UTF-8"), (_nul_byte, "text: binary"),
     (_binary, "text: binary"), (_invalid_utf8_input, "text: not UTF-8"), (_utf16_input, "text: not UTF-8"),
     (_nan_in_config_json, "saved JSON: non-finite"), (_string_in_config_json, "saved JSON: wrong type"),
-    (_bool_in_train_section, "saved JSON: wrong type"), (_config_json_not_an_object, "saved JSON: wrong shape"),
+    (_bool_in_train_section, "saved JSON: wrong type"), (_string_in_run_config_json, "saved JSON: wrong type"), (_config_json_not_an_object, "saved JSON: wrong shape"),
     (_vocab_with_numbers, "saved JSON: wrong type"), (_swapped_vocab_same_size, "identity: vocabulary"),
     (_swapped_vocab_in_run, "identity: vocabulary"), (_reproduce_string_batch, "config file: wrong type"),
     (_reproduce_string_dims, "config file: wrong type"), (_reproduce_bad_evaluate, "config file: out of range"),
