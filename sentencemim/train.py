@@ -28,7 +28,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoint, corpora, rundir
-from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from .config import ModelConfig, TrainConfig, to_dict
 from .data import Dataset, ReadStats, encode_sentences, read_sentences
 from .errors import UserError
 from .model import SentenceAE, kl_weight
