@@ -392,7 +392,8 @@ def _damaged_metrics_middle(tmp, c, root):
     lines = (tmp / "run" / "metrics.jsonl").read_text().splitlines()
     lines[1] = lines[1][:10]
     (tmp / "run" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    return ["train", "--out", tmp / "run", "--resume", "--max-steps", 6, "--quiet"], "metrics.jsonl:2: not a JSON record"
+    return ["train", "--out", tmp / "run", "--resume", "--max-steps", 6, "--quiet"], \
+        "metrics.jsonl:2: not a JSON record"
 
 
 def _damaged_fingerprints(tmp, c, root):
@@ -429,7 +430,8 @@ CASES = [  # (case, class of mistake it stands for)
     (_utf16_bom, "text: not UTF-8"), (_utf16_no_bom, "text: not UTF-8"), (_nul_byte, "text: binary"),
     (_binary, "text: binary"), (_invalid_utf8_input, "text: not UTF-8"), (_utf16_input, "text: not UTF-8"),
     (_nan_in_config_json, "saved JSON: non-finite"), (_string_in_config_json, "saved JSON: wrong type"),
-    (_bool_in_train_section, "saved JSON: wrong type"), (_string_in_run_config_json, "saved JSON: wrong type"), (_config_json_not_an_object, "saved JSON: wrong shape"),
+    (_bool_in_train_section, "saved JSON: wrong type"), (_string_in_run_config_json, "saved JSON: wrong type"),
+    (_config_json_not_an_object, "saved JSON: wrong shape"),
     (_vocab_with_numbers, "saved JSON: wrong type"), (_swapped_vocab_same_size, "identity: vocabulary"),
     (_swapped_vocab_in_run, "identity: vocabulary"), (_reproduce_string_batch, "config file: wrong type"),
     (_reproduce_string_dims, "config file: wrong type"), (_reproduce_bad_evaluate, "config file: out of range"),
@@ -491,13 +493,13 @@ def test_a_bug_is_one_line_with_status_1_and_the_traceback_under_debug(capsys, m
 
 
 # ------------------------------------------------------------------------- text is text
-def test_cr_only_line_endings_are_lines_not_one_sentence(tmp_path):
+def test_cr_only_line_endings_are_lines_not_one_sentence(tmp_path, capsys, monkeypatch):
     c = write_corpus(tmp_path / "c")
     lines = (c / "train.txt").read_text().splitlines()
     (c / "train.txt").write_bytes("\r".join(lines).encode() + b"\r")
-    r = smim("train", "--corpus", c, *TINY, "--max-steps", 1, "--out", tmp_path / "r")
-    assert r.returncode == 0, r.stderr
-    assert f"train.txt: {len(lines)} lines read, {len(lines)} kept" in r.stderr
+    rc, _, err = run_main(capsys, "train", "--corpus", c, *TINY, "--max-steps", 1, "--out", tmp_path / "r")
+    assert rc == 0, err
+    assert f"train.txt: {len(lines)} lines read, {len(lines)} kept" in err
     from sentencemim.data import iter_lines
     mixed = tmp_path / "mixed.txt"
     mixed.write_bytes(b"a b\r\nc\rd e\nf\r")
@@ -509,24 +511,25 @@ def _train_records(run: Path) -> dict:
     return {r["step"]: r["loss"] for r in rundir.read_metrics(run / "metrics.jsonl") if r["kind"] == "train"}
 
 
-def test_torn_metrics_line_then_resume(trained, tmp_path):
+def test_torn_metrics_line_then_resume(trained, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     shutil.copytree(trained / "run", run)
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"kind": "train", "step": 6, "loss": 1.2')  # what a crash during an append leaves
-    r = smim("train", "--out", run, "--resume", "--max-steps", 7)
-    assert r.returncode == 0, r.stderr
-    assert "dropped a torn last record" in r.stderr
+    rc, _, err = run_main(capsys, "train", "--out", run, "--resume", "--max-steps", 7)
+    assert rc == 0, err
+    assert "dropped a torn last record" in err
     recs = rundir.read_metrics(run / "metrics.jsonl")
     assert [x["step"] for x in recs if x["kind"] == "train"] == [1, 2, 3, 4, 5, 6, 7]
 
 
-def test_flags_given_with_resume_are_applied(trained, tmp_path):
+def test_flags_given_with_resume_are_applied(trained, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     shutil.copytree(trained / "run", run)
-    r = smim("train", "--out", run, "--resume", "--max-steps", 9, "--log-every", 2, "--eval-every", 3,
-             "--checkpoint-every", 2, "--device", "cpu", "--lr", "0.001", "--latent-dim", 2)  # equal values: fine
-    assert r.returncode == 0, r.stderr
+    rc, _, err = run_main(capsys, "train", "--out", run, "--resume", "--max-steps", 9, "--log-every", 2,
+                          "--eval-every", 3, "--checkpoint-every", 2, "--device", "cpu",
+                          "--lr", "0.001", "--latent-dim", 2)  # values equal to the run's: fine
+    assert rc == 0, err
     recs = rundir.read_metrics(run / "metrics.jsonl")
     assert [x["step"] for x in recs if x["kind"] == "train" and x["step"] > 5] == [6, 8]  # log every 2
     assert 6 in [x["step"] for x in recs if x["kind"] == "valid"]  # eval every 3
@@ -535,7 +538,7 @@ def test_flags_given_with_resume_are_applied(trained, tmp_path):
     assert saved["max_steps"] == 9 and saved["log_every"] == 2 and saved["eval_every"] == 3
 
 
-def test_two_writers_on_one_run_directory(trained, tmp_path):
+def test_two_writers_on_one_run_directory(trained, tmp_path, capsys):
     """A process holds the lock of a run being resumed and of a new run's folder: a second
     writer of either is refused; after a SIGKILL of the holder nothing stale is left."""
     run, fresh = tmp_path / "run", tmp_path / "fresh"
@@ -550,19 +553,18 @@ def test_two_writers_on_one_run_directory(trained, tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         for out, args in ((run, ["--resume"]), (fresh, ["--corpus", trained / "corpus", *TINY])):
-            r = smim("train", "--out", out, *args, "--max-steps", 8)
-            assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-            assert f"another smim process (pid {holder.pid}) is writing this run directory" in r.stderr
+            rc, _, err = run_main(capsys, "train", "--out", out, *args, "--max-steps", 8)
+            assert rc == 2
+            assert f"another smim process (pid {holder.pid}) is writing this run directory" in one_error_line(err)
         assert sorted(p.name for p in fresh.iterdir()) == [".lock"]
         before = (run / "metrics.jsonl").read_bytes()
     finally:
         holder.kill()  # SIGKILL: the kernel drops its lock, nothing stale is left
         holder.wait()
     assert (run / "metrics.jsonl").read_bytes() == before  # the refused writers wrote nothing
-    r = smim("train", "--out", run, "--resume", "--max-steps", 6, "--quiet")
-    assert r.returncode == 0, r.stderr
-    r = smim("train", "--out", fresh, "--corpus", trained / "corpus", *TINY, "--max-steps", 2, "--quiet")
-    assert r.returncode == 0, r.stderr
+    assert run_main(capsys, "train", "--out", run, "--resume", "--max-steps", 6, "--quiet")[0] == 0
+    assert run_main(capsys, "train", "--out", fresh, "--corpus", trained / "corpus", *TINY, "--max-steps", 2,
+                    "--quiet")[0] == 0
 
 
 def test_two_real_trainings_on_one_folder_the_second_is_refused(tmp_path):
@@ -585,24 +587,24 @@ def test_two_real_trainings_on_one_folder_the_second_is_refused(tmp_path):
     assert steps == list(range(1, len(steps) + 1))  # one writer: no interleaved records
 
 
-def test_fingerprints_catch_a_changed_corpus_and_the_flag_overrides(tmp_path):
+def test_fingerprints_catch_a_changed_corpus_and_the_flag_overrides(tmp_path, capsys, monkeypatch):
     c = write_corpus(tmp_path / "c")
     run = tmp_path / "run"
-    assert smim("train", "--corpus", c, *TINY, "--max-steps", 2, "--out", run, "--quiet").returncode == 0
+    assert run_main(capsys, "train", "--corpus", c, *TINY, "--max-steps", 2, "--out", run, "--quiet")[0] == 0
     fp = json.loads((run / "fingerprints.json").read_text())
     assert set(fp["corpus"]) == {"train", "valid"} and len(fp["vocab.json"]) == 64
     with open(c / "train.txt", "a") as f:
         f.write("the cat sat on the red mat\n")
-    r = smim("train", "--out", run, "--resume", "--max-steps", 3)
-    assert r.returncode == 2 and "the data differ from those the run was trained on: the train split" in r.stderr
-    assert "--accept-changed-data" in r.stderr and r.stderr.count("\n") == 1
-    r = smim("train", "--out", run, "--resume", "--max-steps", 3, "--accept-changed-data")
-    assert r.returncode == 0 and "continuing on changed data" in r.stderr
-    r = smim("train", "--out", run, "--resume", "--max-steps", 4, "--quiet")  # the new fingerprints hold
-    assert r.returncode == 0, r.stderr
+    rc, _, err = run_main(capsys, "train", "--out", run, "--resume", "--max-steps", 3)
+    assert rc == 2 and "the data differ from those the run was trained on: the train split" in err
+    assert "--accept-changed-data" in err and err.count("\n") == 1
+    rc, _, err = run_main(capsys, "train", "--out", run, "--resume", "--max-steps", 3, "--accept-changed-data")
+    assert rc == 0 and "continuing on changed data" in err
+    rc, _, err = run_main(capsys, "train", "--out", run, "--resume", "--max-steps", 4, "--quiet")  # new ones hold
+    assert rc == 0, err
 
 
-def test_a_folder_left_before_the_first_checkpoint_is_reused_cleanly(tmp_path):
+def test_a_folder_left_before_the_first_checkpoint_is_reused_cleanly(tmp_path, capsys, monkeypatch):
     c = write_corpus(tmp_path / "c")
     run = tmp_path / "run"
     run.mkdir()
@@ -610,24 +612,26 @@ def test_a_folder_left_before_the_first_checkpoint_is_reused_cleanly(tmp_path):
         (run / name).write_text(json.dumps({"model": {}, "train": {}}) if name == "config.json" else "{}")
     (run / "metrics.jsonl").write_text('{"kind": "event", "event": "start", "step": 0}\n{"kind": "valid", "st')
     (run / ".checkpoint-best.pt.tmp").write_bytes(b"partial")
-    r = smim("train", "--corpus", c, *TINY, "--max-steps", 2, "--log-every", 1, "--out", run)
-    assert r.returncode == 0, r.stderr
-    assert "stopped before its first checkpoint" in r.stderr
+    rc, _, err = run_main(capsys, "train", "--corpus", c, *TINY, "--max-steps", 2, "--log-every", 1, "--out", run)
+    assert rc == 0, err
+    assert "stopped before its first checkpoint" in err
     recs = rundir.read_metrics(run / "metrics.jsonl")
     assert [x.get("event") for x in recs if x["kind"] == "event"] == ["start", "end"]  # not appended to
     assert [x["step"] for x in recs if x["kind"] == "train"] == [1, 2]
     assert not list(run.glob(".*.tmp"))
 
 
-def test_a_run_directory_in_the_old_layout_resumes_exactly(tmp_path):
+def test_a_run_directory_in_the_old_layout_resumes_exactly(tmp_path, capsys, monkeypatch):
     """Runs started at commit de5121b have no lock file and no fingerprints.json, and the
     same config.json keys. Such a run resumes, records its fingerprints with a note, and
     continues exactly as an uninterrupted run."""
+    monkeypatch.setenv("SENTENCEMIM_OFFLINE", "1")
     c = write_corpus(tmp_path / "c")
     base = [*TINY, "--log-every", 1, "--checkpoint-every", 1, "--seed", 3, "--max-epochs", 3]
-    assert smim("train", "--corpus", c, *base, "--max-steps", 8, "--out", tmp_path / "full", "--quiet").returncode == 0
+    assert run_main(capsys, "train", "--corpus", c, *base, "--max-steps", 8, "--out", tmp_path / "full",
+                    "--quiet")[0] == 0
     old = tmp_path / "old"
-    assert smim("train", "--corpus", c, *base, "--max-steps", 4, "--out", old, "--quiet").returncode == 0
+    assert run_main(capsys, "train", "--corpus", c, *base, "--max-steps", 4, "--out", old, "--quiet")[0] == 0
     (old / ".lock").unlink()
     (old / "fingerprints.json").unlink()  # what de5121b wrote: no lock, no fingerprints
     cfg = json.loads((old / "config.json").read_text())
@@ -639,9 +643,9 @@ def test_a_run_directory_in_the_old_layout_resumes_exactly(tmp_path):
     assert set(cfg["train"]) == de5121b_keys  # no key was added or renamed
     state = checkpoint.load(old / "checkpoint-latest.pt")
     assert set(state) == {"format", "model", "optimizer", "model_config", "train_config", "state", "window", "rng"}
-    r = smim("train", "--out", old, "--resume", "--max-steps", 8)
-    assert r.returncode == 0, r.stderr
-    assert "has no fingerprints.json (a run from before fingerprints); recorded" in r.stderr
+    rc, _, err = run_main(capsys, "train", "--out", old, "--resume", "--max-steps", 8)
+    assert rc == 0, err
+    assert "has no fingerprints.json (a run from before fingerprints); recorded" in err
     assert (old / "fingerprints.json").exists()
     full, resumed = _train_records(tmp_path / "full"), _train_records(old)
     assert sorted(resumed) == list(range(1, 9))
