@@ -21,6 +21,9 @@ call seeded with `seed`; seed=None draws from torch's global RNG instead.
 
 from __future__ import annotations
 
+import errno
+import math
+import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -193,18 +196,24 @@ class SentenceMIM:
                     chunk_size: int = 10000, progress: bool = False) -> dict:
         """Encode every non-blank line of a text file (row i = i-th non-blank line),
         streaming `chunk_size` lines at a time. With `output`, the means go to a .npy
-        file (and the stds to `std_output`) through a memory map, so the codes never
-        have to fit in memory; without, they are returned under "mean" and "std".
+        file (and the stds to `std_output`), written row block by row block through a
+        temporary file renamed at the end, so the codes never have to fit in memory, a
+        full disk is a one-line error (a memory map would die of SIGBUS there) and no
+        partial file is left; without, they are returned under "mean" and "std".
         Also returns counts: lines, sentences, empty (blank lines skipped), oov."""
         n = sum(1 for _ in iter_nonempty_lines(path))  # pass 1: the row count for the .npy header
         if n == 0:
             raise UserError(f"{path}: no non-blank lines to encode")
-        shape, written = (n, self.latent_dim), []
+        shape, writers = (n, self.latent_dim), []
         if output is None:
             mean, std = np.empty(shape, np.float32), np.empty(shape, np.float32)
         else:
-            mean = self._open_npy(output, shape, written)
-            std = self._open_npy(std_output, shape, written) if std_output else None
+            mean = _NpyWriter(output, shape)
+            writers.append(mean)
+            std = None
+            if std_output:
+                std = _NpyWriter(std_output, shape)
+                writers.append(std)
         report = {"path": str(path), "lines": 0, "sentences": n, "oov": Counter()}
         bar = Progress(n, "encode", enabled=progress)
         row, chunk = 0, []
@@ -216,36 +225,22 @@ class SentenceMIM:
                     chunk = []
             if chunk:
                 row = self._encode_chunk(chunk, row, mean, std, report["oov"], batch_size, bar)
+            if row != n:
+                raise UserError(f"{path}: changed while being encoded ({n} lines counted, {row} read)")
+            for w in writers:
+                w.finish()  # atomic: a killed run never leaves a half-written .npy
         except BaseException:
-            for tmp, _ in written:
-                tmp.unlink(missing_ok=True)
+            for w in writers:
+                w.abort()
             raise
         finally:
             bar.close()
-        if row != n:
-            raise UserError(f"{path}: changed while being encoded ({n} lines counted, {row} read)")
         report["empty"] = report["lines"] - n
         if report["oov"] and self.on_oov is not None:
             self.on_oov(oov_message(report["oov"]))
         if output is None:
             report["mean"], report["std"] = mean, std
-        else:
-            for arr in (mean, std):
-                if arr is not None:
-                    arr.flush()
-            del mean, std
-            for tmp, out in written:
-                tmp.replace(out)  # atomic: a killed run never leaves a half-written .npy
         return report
-
-    @staticmethod
-    def _open_npy(out, shape, written: list) -> np.ndarray:
-        out = Path(out)
-        if not out.parent.is_dir():
-            raise UserError(f"{out.parent}: output folder does not exist")
-        tmp = out.with_name(f".{out.name}.tmp")
-        written.append((tmp, out))
-        return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
 
     def _encode_chunk(self, chunk, row, mean, std, oov: Counter, batch_size, bar) -> int:
         """Encode a list of lines into rows row.. of the mean/std arrays; next free row."""
@@ -255,10 +250,11 @@ class SentenceMIM:
             oov.update(t for t in tokens if t not in self.vocab.stoi)
             seqs.append(np.asarray(self.vocab.encode(tokens), dtype=np.int64))
         mu, logvar = self._encode_ids(seqs, batch_size, bar)  # (n, d) each
-        mean[row:row + len(seqs)] = mu.cpu().numpy()
+        mean[row:row + len(seqs)] = mu.cpu().numpy()  # a _NpyWriter takes the rows in order
         if std is not None:
             std[row:row + len(seqs)] = torch.exp(0.5 * logvar).cpu().numpy()
         return row + len(seqs)
+
 
     # ------------------------------------------------------------------ decode
     def _as_codes(self, z) -> torch.Tensor:
@@ -283,7 +279,7 @@ class SentenceMIM:
         top-p) or beam search; ban_unk never emits <unk>; at most max_len tokens.
         `generator` (on the model's device) replaces `seed` when given."""
         z = self._as_codes(z)
-        self._check_decoding(method, max_len, temperature, top_k, top_p, beam_size)
+        self._check_decoding(method, max_len, temperature, top_k, top_p, beam_size, length_penalty)
         gen = generator if generator is not None else self._generator(seed)
         ban = (self.vocab.unk_id,) if ban_unk else ()
         bs = batch_size or self.batch_size
@@ -295,14 +291,16 @@ class SentenceMIM:
         return out
 
     @staticmethod
-    def _check_decoding(method, max_len, temperature, top_k, top_p, beam_size):
+    def _check_decoding(method, max_len, temperature, top_k, top_p, beam_size, length_penalty=0.0):
         from .decoding import METHODS
         if method not in METHODS:
             raise UserError(f"unknown decoding method {method!r}; choose one of {', '.join(METHODS)}")
         if max_len < 1 or beam_size < 1 or top_k < 0:
             raise UserError("max_len and beam_size must be >= 1, top_k >= 0")
-        if temperature <= 0 or not 0 < top_p <= 1:
-            raise UserError(f"temperature must be > 0 and top_p in (0, 1], got {temperature}, {top_p}")
+        if not (0 < temperature < math.inf) or not 0 < top_p <= 1:
+            raise UserError(f"temperature must be a finite number > 0 and top_p in (0, 1], got {temperature}, {top_p}")
+        if not math.isfinite(length_penalty):
+            raise UserError(f"length_penalty must be a finite number, got {length_penalty}")
 
     # ------------------------------------------------------------------ the paper's probes (sec. 4.7)
     def codes(self, sentences, mode: str = "mean", scale: float = 10.0,
@@ -311,6 +309,8 @@ class SentenceMIM:
         or a perturbed sample z ~ N(mu, (scale * sigma)^2)."""
         if mode not in RECONSTRUCT_MODES:
             raise UserError(f"unknown mode {mode!r}; choose one of {', '.join(RECONSTRUCT_MODES)}")
+        if mode == "perturb" and not (0 <= scale < math.inf):
+            raise UserError(f"scale must be a finite number >= 0, got {scale}")
         sentences = [sentences] if isinstance(sentences, str) else list(sentences)
         mu, logvar = self._encode_ids(self.to_ids(sentences))
         if mode == "mean":
@@ -331,8 +331,8 @@ class SentenceMIM:
         """n sentences from z ~ N(0, std^2 I) (the paper uses std 0.1 for sMIM)."""
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise UserError(f"the number of samples must be a positive integer, got {n!r}")
-        if std < 0:
-            raise UserError(f"std must be >= 0, got {std}")
+        if not (0 <= std < math.inf):
+            raise UserError(f"std must be a finite number >= 0, got {std}")
         gen = self._generator(seed)
         z = std * self._randn((int(n), self.latent_dim), gen)
         return self.decode(z, generator=gen, **decode_kwargs)
@@ -377,3 +377,55 @@ def nearest(query, index, k: int = 5, metric: str = "l2") -> tuple[np.ndarray, n
     # a stable sort keeps equal distances in index order (topk does not promise that)
     d, i = torch.sort(dist, dim=1, stable=True)
     return i[:, :k].numpy(), d[:, :k].numpy()
+
+
+class _NpyWriter:
+    """A float32 .npy of a known shape written in row order: header, then row blocks
+    (`writer[a:b] = rows`), into .NAME.tmp, renamed to NAME by finish(). Errors while
+    writing (a full disk) are one-line UserErrors and remove the temporary file."""
+
+    def __init__(self, out, shape):
+        out = Path(out).resolve() if Path(out).is_symlink() else Path(out)  # a link: its target is replaced
+        if not out.parent.is_dir():
+            raise UserError(f"{out.parent}: output folder does not exist")
+        if out.exists() and not out.is_file():
+            raise UserError(f"{out}: not a regular file; name a .npy file to write")
+        self.out, self.shape, self.rows, self.f = out, shape, 0, None
+        self.tmp = out.with_name(f".{out.name}.tmp")
+        self._io(self._open)
+
+    def _open(self):
+        self.f = open(self.tmp, "wb")
+        np.lib.format.write_array_header_1_0(self.f, {"descr": "<f4", "fortran_order": False, "shape": self.shape})
+
+    def _io(self, fn):
+        try:
+            fn()
+        except OSError as e:
+            self.abort()
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise UserError(f"{self.out}: {'no space left on device' if full else e.strerror or e} "
+                            "while writing the codes; no partial file was left") from None
+
+    def __setitem__(self, rows: slice, block: np.ndarray) -> None:
+        if rows.start != self.rows:
+            raise ValueError("rows must be written in order")
+        block = np.ascontiguousarray(block, dtype="<f4")
+        self._io(lambda: self.f.write(block.tobytes()))
+        self.rows += block.shape[0]
+
+    def finish(self) -> None:
+        def done():
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            self.tmp.replace(self.out)
+        self._io(done)
+
+    def abort(self) -> None:
+        if self.f is not None and not self.f.closed:
+            try:
+                self.f.close()
+            except OSError:
+                pass
+        self.tmp.unlink(missing_ok=True)

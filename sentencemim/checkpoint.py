@@ -8,6 +8,7 @@ A kill at any moment leaves either the old file or the new one, never a torn one
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import zipfile
@@ -20,15 +21,63 @@ from .errors import UserError
 FORMAT = "sentencemim-checkpoint-1"
 
 
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+        return st.f_bavail * st.f_frsize
+    except OSError:
+        return None
+
+
+class _Writes:
+    """A file wrapper that remembers the OSError of a failed write (torch.save reports it
+    only as a RuntimeError, without the errno)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        try:
+            return self.f.flush()
+        except OSError as e:
+            self.error = e
+            raise
+
+
 def save(state: dict, path: str | Path) -> None:
+    """Write atomically. On any failure the temporary file is removed and the previous
+    checkpoint is kept; a full disk is a one-line UserError (torch reports a failed write
+    as a RuntimeError without the errno, so the free space is looked at)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    f = None
+    try:
+        with open(tmp, "wb") as raw:
+            f = _Writes(raw)
+            torch.save({"format": FORMAT, **state}, f)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        free = _free_bytes(path.parent)  # measured before the partial file is removed
+        tmp.unlink(missing_ok=True)
+        err = e if isinstance(e, OSError) else getattr(f, "error", None)  # torch hides the OSError in a RuntimeError
+        full = (err is not None and err.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+            (isinstance(e, RuntimeError) and free is not None and free < (1 << 20))
+        if full:
+            kept = "the previous one is kept; " if path.exists() else ""
+            raise UserError(f"{path}: no space left on device while writing the checkpoint ({kept}no temporary "
+                            "file left); free some space, then continue with --resume (a run without a "
+                            "checkpoint-latest.pt yet starts again)") from None
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

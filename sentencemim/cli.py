@@ -7,52 +7,34 @@ A user mistake (UserError) prints one line on stderr and exits with status 2;
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
 from . import cli_latent
-from .config import PRECISIONS, PRESETS, ModelConfig, TrainConfig
+from .cliargs import Parser, config_flags, device_type, explicit, number
+from .config import PRECISIONS, PRESETS, SPLITS, ModelConfig, ReportConfig, TrainConfig
 from .errors import UserError
 
 _HIDDEN_MODEL_FIELDS = {"vocab_size", "pad_id", "unk_id", "sos_id", "eos_id"}
 
 
-def _add_config_flags(p: argparse.ArgumentParser, cls, skip=()) -> None:
-    """One flag per dataclass field, default None so explicit values can be told apart."""
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}.get(
-            str(f.type).split(" |")[0], str)
-        if typ is bool:  # a switch: --tensorboard (argparse's type=bool would read "False" as True)
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_const", const=True,
-                           default=None, help="switch (default: off)")
-            continue
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
-                       metavar=f.name.upper(), help=f"(default: {f.default})")
-
-
-def _explicit(args, cls, skip=()) -> dict:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-            if f.name not in skip and getattr(args, f.name, None) is not None}
-
-
 def cmd_train(args) -> int:
     from .train import train
     preset = PRESETS[args.preset] if args.preset else {"model": {}, "train": {}}
-    model_args = _explicit(args, ModelConfig, _HIDDEN_MODEL_FIELDS)
-    tc_args = _explicit(args, TrainConfig)
-    if tc_args.get("objective") == "lm" and not args.resume:
-        model_args.setdefault("latent_dim", 0)  # the language model has no latent
-    mc = ModelConfig(**{**preset["model"], **model_args})
-    tc = TrainConfig(**{**preset["train"], **tc_args})
-    overrides = {k: v for k, v in tc_args.items()
-                 if k in ("max_steps", "max_epochs", "eval_every", "log_every", "device", "data_dir", "tensorboard")}
-    result = train(mc, tc, args.out, resume=args.resume, overrides=overrides, quiet=args.quiet)
+    model_args = explicit(args, ModelConfig, _HIDDEN_MODEL_FIELDS)
+    tc_args = explicit(args, TrainConfig)
+    if args.resume:  # the saved run's settings; what was given is applied or refused (rundir.resume_configs)
+        result = train(None, None, args.out, resume=True, quiet=args.quiet,
+                       overrides={**preset["train"], **tc_args}, model_overrides={**preset["model"], **model_args},
+                       accept_changed_data=args.accept_changed_data)
+    else:
+        if tc_args.get("objective") == "lm":
+            model_args.setdefault("latent_dim", 0)  # the language model has no latent
+        mc = ModelConfig(**{**preset["model"], **model_args})
+        tc = TrainConfig(**{**preset["train"], **tc_args})
+        result = train(mc, tc, args.out, quiet=args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: result[k] for k in ("status", "step", "epoch", "best_val", "lr")}))
     if result["status"] == "interrupted":
@@ -72,17 +54,14 @@ def _load_eval_split(path, info, split, data_dir, max_sentences, vocab):
 def cmd_evaluate(args) -> int:
     from .evaluate import eval_extras, evaluate, format_report
     from .modelio import load_model
-    from .evaluate import resolve_device
+    from .runtime import resolve_device
+    from .scoring import check_precision
     device = resolve_device(args.device)
+    check_precision(args.precision, device)  # before anything is read (numbers are checked by the parser)
     model, vocab, info = load_model(args.model, args.checkpoint, device)
     if args.corpus:
         info = {**info, "train": {**info.get("train", {}), "corpus": args.corpus}}
     ds = _load_eval_split(args.model, info, args.split, args.data_dir, args.max_sentences, vocab)
-    for name, v in (("--n-z", args.n_z), ("--repeats", args.repeats), ("--batch-size", args.batch_size)):
-        if v < 1:
-            raise UserError(f"{name} must be a positive integer, got {v}")
-    if args.iwae_k < 0 or args.agg_prior_m < 0:
-        raise UserError("--iwae-k and --agg-prior-m must be >= 0 (0 turns them off)")
     corpus = info.get("train", {}).get("corpus")
     # the held-out aggregate prior is built from the training split, never from the evaluated one
     train_ds = (_load_eval_split(args.model, info, "train", args.data_dir, 0, vocab)
@@ -97,7 +76,8 @@ def cmd_evaluate(args) -> int:
            "objective": info.get("train", {}).get("objective"), **rep}
     print(format_report(rep))
     if args.json:
-        Path(args.json).write_text(json.dumps(rep, indent=2, default=float))
+        from .rundir import write_atomic
+        write_atomic(args.json, json.dumps(rep, indent=2, default=float))
         print(f"wrote {args.json}", file=sys.stderr)
     if args.per_sentence:
         import numpy as np
@@ -109,9 +89,11 @@ def cmd_evaluate(args) -> int:
 
 def cmd_report(args) -> int:
     from .modelio import load_model
-    from .report import ReportConfig, analyse_run, parse_reference, write_report
+    from .report import analyse_run, parse_reference, write_report
+    from .scoring import check_precision
     cfg = ReportConfig(**{k: getattr(args, k) for k in ReportConfig.__dataclass_fields__})
     cfg.validate()
+    check_precision(cfg.precision, cfg.device)
     reference = parse_reference(args.reference_nll)
     runs = []
     for path in args.runs:
@@ -124,58 +106,81 @@ def cmd_report(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="smim", description="SentenceMIM: sentence-level latent variable language models")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+def build_parser() -> Parser:
+    p = Parser(prog="smim", description="SentenceMIM: sentence-level latent variable language models. "
+                                        "A mistake in the input is one line on stderr and exit status 2.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (accepted anywhere)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train sMIM / sVAE / AE",
-                       description="Train a model. Defaults are the paper's PTB settings.")
-    t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--preset", choices=sorted(PRESETS), help="ptb (default settings) or large (Yahoo/Yelp/WT103)")
-    t.add_argument("--quiet", action="store_true")
+                       description="Train a model into a run directory. Defaults are the paper's PTB settings. "
+                                   "With --resume the saved settings are kept: only --max-steps, --max-epochs, "
+                                   "--eval-every, --log-every, --checkpoint-every, --device and --data-dir may "
+                                   "change; any other flag that differs from the run is refused.")
+    t.add_argument("--out", required=True, metavar="DIR",
+                   help="run directory (config.json, vocab.json, metrics.jsonl, checkpoints); one writer at a time")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint-latest.pt")
+    t.add_argument("--accept-changed-data", action="store_true",
+                   help="with --resume: continue although the corpus files or vocab.json differ from the "
+                        "fingerprints (sha256) recorded for the run; the new fingerprints are recorded")
+    t.add_argument("--preset", choices=sorted(PRESETS),
+                   help="ptb: the paper's PTB settings (the defaults); large: Yahoo/Yelp15/WikiText-103 "
+                        "(embedding 512, hidden 1024, SGD lr 5.0, patience 1)")
+    t.add_argument("--quiet", action="store_true", help="no progress or log lines on stderr")
     t.add_argument("--evaluate", action="store_true",
                    help="afterwards, evaluate the best checkpoint on the test split (writes OUT/eval-test.json)")
-    _add_config_flags(t, ModelConfig, _HIDDEN_MODEL_FIELDS)
-    _add_config_flags(t, TrainConfig)
+    config_flags(t, ModelConfig, _HIDDEN_MODEL_FIELDS, title="model (ModelConfig)")
+    config_flags(t, TrainConfig, title="training (TrainConfig)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="bounds, perplexities, BLEU on a split")
+    e = sub.add_parser("evaluate", help="bounds, perplexities, BLEU on a split",
+                       description="Evaluate a model on a split of its corpus: MELBO, ELBO, IWAE, perplexities "
+                                   "in two <eos> conventions, latent diagnostics, BLEU of reconstructions.")
     e.add_argument("model", help="run directory, model directory or checkpoint file")
-    e.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    e.add_argument("--corpus", help="evaluate on this corpus instead of the training corpus")
-    e.add_argument("--data-dir")
-    e.add_argument("--checkpoint", default="best", choices=("best", "latest"))
-    e.add_argument("--n-z", type=int, default=1, help="z samples per sentence for the MELBO")
-    e.add_argument("--repeats", type=int, default=10, help="MELBO repeats for mean/std (paper: 10)")
-    e.add_argument("--batch-size", type=int, default=100)
-    e.add_argument("--max-sentences", type=int, default=0, help="evaluate a fixed random subset (0 = all)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--no-bleu", action="store_true")
-    e.add_argument("--iwae-k", type=int, default=100, help="importance samples per sentence (0 = no IWAE)")
-    e.add_argument("--agg-prior-m", type=int, default=1000,
-                   help="training sentences in the aggregate-posterior prior of the held-out IWAE (0 = off)")
-    e.add_argument("--json", help="write the report here")
-    e.add_argument("--per-sentence", help="write per-sentence values (.npz) here")
-    e.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    e.add_argument("--split", default="test", choices=SPLITS, help="split to evaluate (default: test)")
+    e.add_argument("--corpus", help="evaluate on this corpus (name or folder) instead of the training corpus")
+    e.add_argument("--data-dir", metavar="DIR",
+                   help="folder holding the named corpora (default: the run's, else $SENTENCEMIM_DATA, "
+                        "else ~/.cache/sentencemim)")
+    e.add_argument("--checkpoint", default="best", choices=("best", "latest"),
+                   help="which checkpoint of a run directory (default: best)")
+    e.add_argument("--n-z", type=number(int, ge=1), default=1, metavar="N",
+                   help="MELBO: z samples per sentence (default: 1)")
+    e.add_argument("--repeats", type=number(int, ge=1), default=10, metavar="N",
+                   help="MELBO: repeats for the mean and std (paper: 10; default: 10)")
+    e.add_argument("--batch-size", type=number(int, ge=1), default=100, metavar="N",
+                   help="sentences per evaluation batch (default: 100)")
+    e.add_argument("--max-sentences", type=number(int, ge=0), default=0, metavar="N",
+                   help="evaluate a fixed random subset of N sentences (0 = all; default: 0)")
+    e.add_argument("--seed", type=number(int, ge=0, le=2 ** 63 - 1), default=0, metavar="N",
+                   help="random seed of the z samples and the subset (default: 0)")
+    e.add_argument("--no-bleu", action="store_true", help="skip the BLEU of reconstructions")
+    e.add_argument("--iwae-k", type=number(int, ge=0), default=100, metavar="K",
+                   help="importance samples per sentence for IWAE (0 = no IWAE; default: 100)")
+    e.add_argument("--agg-prior-m", type=number(int, ge=0), default=1000, metavar="M",
+                   help="training sentences in the aggregate-posterior prior of the held-out IWAE "
+                        "(0 = off; default: 1000)")
+    e.add_argument("--json", metavar="FILE", help="also write the report as JSON here")
+    e.add_argument("--per-sentence", metavar="FILE", help="write per-sentence values (.npz) here")
+    e.add_argument("--device", default="auto", type=device_type,
+                   help="auto (a GPU when there is one, else the CPU; the default everywhere), cpu, cuda or cuda:N")
     e.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="decoder scoring precision: fp32 (default, exact) or bf16 vocabulary projection "
-                        "(~25%% faster here with AVX512-BF16; per-sentence deviation std ~0.05 nats)")
+                        "(~25%% faster with AVX512-BF16; per-sentence deviation std ~0.05 nats); bf16 is refused "
+                        "where this CPU or GPU does not run bf16 matrix products")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("report", help="Markdown report with the paper's tables and figures (needs matplotlib)",
                        description="Evaluate RUNs on a split and write DIR/report.md, PNG figures, results.json.")
     r.add_argument("runs", nargs="+", metavar="RUN", help="run directories, model directories or checkpoints")
-    r.add_argument("--out", required=True, help="directory for report.md and the figures")
-    r.add_argument("--data-dir")
-    r.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    r.add_argument("--out", required=True, metavar="DIR", help="directory for report.md and the figures")
+    r.add_argument("--data-dir", metavar="DIR",
+                   help="folder holding the named corpora (default: the run's, else $SENTENCEMIM_DATA)")
+    r.add_argument("--checkpoint", default="best", choices=("best", "latest"),
+                   help="which checkpoint of a run directory (default: best)")
     r.add_argument("--reference-nll", action="append", metavar="LABEL=NATS",
                    help="another model's NLL per sentence for the Fig. 5 extrapolation (repeatable)")
-    from .report import ReportConfig
-    for f in dataclasses.fields(ReportConfig):
-        r.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=f.default,
-                       help=f"(default: {f.default})")
+    config_flags(r, ReportConfig, defaults_from_config=True, title="evaluation (ReportConfig)")
     r.set_defaults(func=cmd_report)
     cli_latent.register(sub)  # export, reconstruct, sample, interpolate, encode, neighbors
     from . import cli_qa; cli_qa.register(sub)  # qa rank, answer, baselines, convert-yahoocqa
@@ -184,21 +189,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def describe(e: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) for an error that ended a command. User mistakes and
+    resource failures (disk full, out of memory, a missing GPU) are status 2; anything
+    else is a bug (status 1), still one line unless --debug."""
+    import errno
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, UserError):
+        return 2, msg
+    torch = sys.modules.get("torch")
+    oom = isinstance(e, MemoryError) or (torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())))
+    if oom or (isinstance(e, RuntimeError) and any(s in msg for s in (
+            "out of memory", "can't allocate memory", "not enough memory", "DefaultCPUAllocator"))):
+        return 2, (f"out of memory ({msg[:200]}); try a smaller --batch-size or model, or another --device")
+    if isinstance(e, OSError):
+        where = f": {e.filename}" if e.filename else ""
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return 2, f"no space left on device{where}"
+        return 2, f"{e.strerror or msg}{where}" if e.strerror else msg
+    return 1, (f"internal error, not a mistake in your input ({type(e).__name__}: {msg[:300]}); "
+               "rerun with --debug for the traceback and please report it")
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     argv = [a for a in argv if a != "--debug"]
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or an argument error already printed on one line
+        return e.code if isinstance(e.code, int) else 2
     try:
         return args.func(args)
-    except (UserError, OSError) as e:  # OSError: a path the user gave cannot be read or written
-        if debug:
-            raise
-        print(f"smim {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `smim sample ... | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as e:  # noqa: BLE001 - every error ends in one line (the traceback with --debug)
+        if debug:
+            raise
+        code, msg = describe(e)
+        name = args.command + (f" {args.qa_command}" if getattr(args, "qa_command", None) else "")
+        print(f"smim {name}: error: {msg}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

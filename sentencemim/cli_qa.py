@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from .cliargs import number
+from .config import SEED_MAX
 from .errors import UserError
 
 DATA_HELP = ("wikiqa, trecqa, yahoocqa (files under --data-dir), or a file: .csv (qtext,label,atext), "
@@ -50,8 +52,6 @@ def _baselines(qs) -> dict:
 def cmd_rank(args) -> int:
     from .modelio import load_model
     from .qa import VARIANTS, Ranker
-    if args.runs < 1:
-        raise UserError(f"--runs must be a positive integer, got {args.runs}")
     model, vocab, info = load_model(args.model, args.checkpoint)
     qs = _questions(args)
     objective = info.get("train", {}).get("objective")
@@ -125,18 +125,22 @@ def register(subparsers) -> None:
         p.add_argument("--filter", default="both", choices=("both", "correct", "none"),
                        help="keep questions with >= 1 correct and >= 1 wrong candidate (both, default), "
                             ">= 1 correct (correct: WikiQA's usual 243 test questions), or all (none)")
-        p.add_argument("--json", help="save the metrics here")
+        p.add_argument("--json", metavar="FILE", help="save the metrics here (JSON)")
 
     r = sub.add_parser("rank", help="rank candidate answers; P@1, MRR, MAP")
     r.add_argument("model", help="run directory, model directory or checkpoint file")
     data_flags(r)
-    r.add_argument("--runs", type=int, default=10, help="draws of z to average over (paper: 10)")
+    r.add_argument("--runs", type=number(int, ge=1), default=10, metavar="N",
+                   help="draws of z to average over (paper: 10; default: 10)")
     r.add_argument("--variant", default="auto", choices=("auto", "all", "sample", "mean", "ae"),
                    help="sample: paper's sMIM score; mean: posterior means; ae: means, sigma=1 "
                         "(auto: ae for AE models, else sample)")
-    r.add_argument("--checkpoint", default="best", choices=("best", "latest"))
-    r.add_argument("--batch-size", type=int, default=128)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--checkpoint", default="best", choices=("best", "latest"),
+                   help="which checkpoint of a run directory (default: best)")
+    r.add_argument("--batch-size", type=number(int, ge=1), default=128, metavar="N",
+                   help="sentences per encoder batch (default: 128)")
+    r.add_argument("--seed", type=number(int, ge=0, le=SEED_MAX), default=0, metavar="N",
+                   help="random seed of the z draws (default: 0)")
     r.add_argument("--no-baselines", action="store_true", help="skip the word-overlap and random baselines")
     r.set_defaults(func=cmd_rank)
 
@@ -145,17 +149,20 @@ def register(subparsers) -> None:
     b.set_defaults(func=cmd_baselines)
 
     a = sub.add_parser("answer", help="generate answers from Q ? <unk> x 5/10/15")
-    a.add_argument("model")
+    a.add_argument("model", help="run directory, model directory or checkpoint file")
     a.add_argument("question", help="the question (tokenized like the training text)")
-    a.add_argument("--length", default="all", choices=("short", "medium", "long", "all"))
+    a.add_argument("--length", default="all", choices=("short", "medium", "long", "all"),
+                   help="answer length: short, medium, long (5, 10, 15 <unk> placeholders) or all (default: all)")
     a.add_argument("--mean", action="store_true", help="decode from the posterior mean instead of a sample")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--seed", type=number(int, ge=0, le=SEED_MAX), default=0, metavar="N",
+                   help="random seed of the sampled code (default: 0)")
     a.add_argument("--show-decoded", action="store_true", help="also print the whole decoded sentence")
-    a.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    a.add_argument("--checkpoint", default="best", choices=("best", "latest"),
+                   help="which checkpoint of a run directory (default: best)")
     a.set_defaults(func=cmd_answer)
 
     c = sub.add_parser("convert-yahoocqa", help="YahooCQA env.pkl -> OUT/{train,dev,test}.tsv")
-    c.add_argument("pickle")
-    c.add_argument("out")
+    c.add_argument("pickle", help="YahooCQA env.pkl")
+    c.add_argument("out", help="folder for train.tsv, dev.tsv, test.tsv")
     c.add_argument("--allow-pickle", action="store_true", help="required: unpickling runs code from the file")
     c.set_defaults(func=cmd_convert)

@@ -1,8 +1,10 @@
 """Text files -> token lists -> id arrays -> length-bucketed batches.
 
 Reading policy (every line is accounted for in `ReadStats`):
-  * UTF-8, with or without a byte-order mark; LF or CRLF line endings.
-  * Invalid UTF-8 is an error naming the file and line.
+  * UTF-8, with or without a byte-order mark; LF, CRLF or CR-only line endings.
+  * Anything that is not UTF-8 text is an error naming the file and line: invalid
+    UTF-8, a UTF-16/32 byte-order mark, NUL and other control bytes (UTF-16 without
+    a BOM, binary files).
   * Empty and whitespace-only lines are skipped and counted (`empty`).
   * With `label_column`, a line `label<TAB>text` keeps only the text (Yelp15).
   * Sentences longer than `max_length` words are dropped or truncated by the
@@ -18,6 +20,7 @@ Batch layout for a sentence w1..wn (T = max n + 1 over the batch, right padded):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,20 +47,46 @@ class ReadStats:
                 f"{self.truncated} truncated")
 
 
+_BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")  # control bytes that no text file holds (\t \n \v \f \r do)
+
+
 def iter_lines(path: str | Path):
-    """(line number, decoded text) of every line of a UTF-8 file, lazily: a BOM on the
-    first line is dropped, invalid UTF-8 is an error naming the file and line."""
+    """(line number, decoded text) of every line of a UTF-8 text file, lazily.
+
+    Line endings LF, CRLF and CR alone all end a line (a file with old Mac CR-only
+    endings is read line by line, never as one long line). A UTF-8 BOM on the first
+    line is dropped. Anything else that is not UTF-8 text is an error naming the file
+    and line: a UTF-16/32 byte-order mark, a NUL or other control byte (UTF-16 without
+    a BOM, binary data), invalid UTF-8."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
+        lineno = 0
+        for raw in f:
+            if lineno == 0:
+                if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    raise UserError(f"{path}:1: UTF-16 or UTF-32 text (byte-order mark {raw[:2].hex(' ')}); "
+                                    f"expected UTF-8: convert it, e.g. iconv -f UTF-16 -t UTF-8")
+                if raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+            body = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
+            end = raw[len(body):]
+            parts = body.split(b"\r")  # a bare CR ends a line too
+            if parts[-1] == b"" and len(parts) > 1:  # "text\r" at the end of the file
+                parts.pop()
+            for i, part in enumerate(parts):
+                lineno += 1
+                bad = _BINARY.search(part)
+                if bad:
+                    what = "NUL byte (UTF-16 text without a byte-order mark, or binary data?)" \
+                        if part[bad.start()] == 0 else f"control byte 0x{part[bad.start()]:02x} (binary data?)"
+                    raise UserError(f"{path}:{lineno}: {what} at byte {bad.start()} of the line; expected UTF-8 text")
+                try:
+                    text = part.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise UserError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
+                yield lineno, text + (end.decode() if i == len(parts) - 1 else "\n")
 
 
 def read_sentences(path: str | Path, max_length: int = 0, length_policy: str = "drop",

@@ -26,6 +26,12 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
+from .errors import UserError
+
+
+class TooFewPoints(UserError, ValueError):
+    """Too few distinct points for the estimator: a user-fixable input (a tiny evaluation set)."""
+
 
 def std_normal_entropy(d: int) -> float:
     """Entropy of N(0, I_d) in nats: d/2 (1 + log 2 pi)."""
@@ -55,7 +61,8 @@ def knn_entropy(x: np.ndarray, k: int = 3) -> dict:
     x = np.unique(x, axis=0)
     N, d = x.shape
     if N <= k:
-        raise ValueError(f"need more than k = {k} distinct points, got {N}")
+        raise TooFewPoints(f"the kNN latent entropy (k = {k}) needs more than {k} distinct codes, got {N}: "
+                           "evaluate more (or more varied) sentences")
     # k + 1 because each point is its own nearest neighbour at distance 0
     r = cKDTree(x).query(x, k=k + 1, p=np.inf)[0][:, k]  # (N,)
     h = digamma(N) - digamma(k) + d * np.mean(np.log(2.0 * r))

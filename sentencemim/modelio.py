@@ -14,7 +14,9 @@ config.json of an inference directory:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -23,6 +25,7 @@ from . import checkpoint
 from .config import ModelConfig, from_dict, to_dict
 from .errors import UserError
 from .model import SentenceAE
+from .rundir import check_run_config, sha256, write_atomic
 from .vocab import Vocab
 
 CONFIG_FORMAT = "sentencemim-model-1"
@@ -37,10 +40,20 @@ def save_pretrained(model: SentenceAE, vocab: Vocab, directory: str | Path, extr
         raise UserError(f"{d}: exists and is not a directory")
     d.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(d / "model.safetensors"), metadata={"format": CONFIG_FORMAT})
-    cfg = {"format": CONFIG_FORMAT, "model": to_dict(model.cfg), **(extra or {})}
-    (d / "config.json").write_text(json.dumps(cfg, indent=2))
-    vocab.save(d / "vocab.json")
+    vocab_text = json.dumps(vocab.to_json(), ensure_ascii=False)
+    cfg = {"format": CONFIG_FORMAT, "model": to_dict(model.cfg), **(extra or {}),
+           "vocab_sha256": hashlib.sha256(vocab_text.encode("utf-8")).hexdigest()}
+    tmp = d / ".model.safetensors.tmp"
+    try:  # each file through a temporary name: a full disk leaves the old files or none, never torn ones
+        save_file(state, str(tmp), metadata={"format": CONFIG_FORMAT})
+        os.replace(tmp, d / "model.safetensors")
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) or "No space" in str(e) or "os error 28" in str(e):
+            raise UserError(f"{d / 'model.safetensors'}: cannot write ({' '.join(str(e).split())})") from None
+        raise
+    write_atomic(d / "vocab.json", vocab_text)
+    write_atomic(d / "config.json", json.dumps(cfg, indent=2))
     return d
 
 
@@ -53,8 +66,24 @@ def _read_json(path: Path) -> dict:
         raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
+def _recorded_vocab(run_dir: Path) -> str | None:
+    """The sha256 of vocab.json recorded in a run's fingerprints.json (None: not recorded)."""
+    try:
+        return json.loads((run_dir / "fingerprints.json").read_text(encoding="utf-8")).get("vocab.json")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_vocab(path: Path, recorded: str | None, where: str) -> None:
+    """A vocab.json swapped for another (even of the same size) does not pass silently."""
+    if recorded and sha256(path) != recorded:
+        raise UserError(f"{path}: not the vocabulary this model was trained with (its sha256 differs from the "
+                        f"one recorded in {where}); restore the original vocab.json")
+
+
 def _build(model_cfg: dict, state: dict, vocab: Vocab, source: str) -> SentenceAE:
-    mc = from_dict(ModelConfig, model_cfg)
+    mc = from_dict(ModelConfig, model_cfg, f"{source}: model.")
+    mc.validate(source=f"{source}: model.")
     if mc.vocab_size != len(vocab):
         raise UserError(f"{source}: the model expects a vocabulary of {mc.vocab_size} entries but "
                         f"vocab.json has {len(vocab)}; they do not belong together")
@@ -77,15 +106,19 @@ def load_model(path: str | Path, which: str = "best", device="cpu") -> tuple[Sen
         from safetensors import SafetensorError
         from safetensors.torch import load_file
         cfg = _read_json(path / "config.json")
-        if cfg.get("format") != CONFIG_FORMAT or "model" not in cfg:
+        if not isinstance(cfg, dict) or cfg.get("format") != CONFIG_FORMAT or "model" not in cfg:
             raise UserError(f"{path / 'config.json'}: not a sentencemim model config")
+        if cfg.get("train"):  # the training settings travel along (evaluate reads the corpus from them)
+            from .config import TrainConfig
+            from_dict(TrainConfig, cfg["train"], f"{path / 'config.json'}: train.")
         vocab = Vocab.load(path / "vocab.json")
         try:
             state = load_file(str(path / "model.safetensors"))
         except (SafetensorError, OSError, ValueError) as e:
             raise UserError(f"{path / 'model.safetensors'}: unreadable (truncated or corrupt?): {e}") from None
-        model = _build(cfg["model"], state, vocab, str(path))
-        return model.to(device), vocab, {k: v for k, v in cfg.items() if k not in ("format", "model")}
+        model = _build(cfg["model"], state, vocab, str(path / "config.json"))
+        _check_vocab(path / "vocab.json", cfg.get("vocab_sha256"), f"{path / 'config.json'}")
+        return model.to(device), vocab, {k: v for k, v in cfg.items() if k not in ("format", "model", "vocab_sha256")}
     if path.is_dir():
         ckpt = path / f"checkpoint-{which}.pt"
         if not ckpt.exists() and which == "best":
@@ -96,9 +129,12 @@ def load_model(path: str | Path, which: str = "best", device="cpu") -> tuple[Sen
         run_dir = path
     else:
         ckpt, run_dir = path, path.parent
+    if (run_dir / "checkpoint-latest.pt").exists() or (run_dir / "checkpoint-best.pt").exists():
+        check_run_config(run_dir)  # a run directory: its config.json, if edited, must still be valid
     state = checkpoint.load(ckpt)
     vocab = Vocab.load(run_dir / "vocab.json")
     model = _build(state["model_config"], state["model"], vocab, str(ckpt))
+    _check_vocab(run_dir / "vocab.json", _recorded_vocab(run_dir), f"{run_dir / 'fingerprints.json'}")
     info = {"train": state.get("train_config", {}), "step": state.get("state", {}).get("step"),
             "checkpoint": str(ckpt)}
     return model.to(device), vocab, info

@@ -22,49 +22,16 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from . import bounds
-from .config import PRECISIONS
+from .config import ReportConfig  # noqa: F401 - defined with the other configs; imported from here too
 from .errors import UserError
 from .evaluate import (BOUND_ORDER, eval_extras, evaluate, melbo_size_to_match, melbo_vs_size,
                        per_sentence_arrays)
-
-
-@dataclass
-class ReportConfig:
-    split: str = "test"
-    n_z: int = 1  # MELBO z samples per sentence
-    repeats: int = 10  # MELBO repeats (mean, std)
-    iwae_k: int = 100
-    agg_prior_m: int = 1000  # training sentences in the held-out aggregate prior
-    max_sentences: int = 0  # 0 = the whole split
-    fig3_n: int = 200  # sentences in the Fig. 3 cross terms (n^2 decodes)
-    fig5_trials: int = 500  # random subsets per size K
-    batch_size: int = 100
-    max_rows: int = 2048  # (sentence, sample) rows per decoder pass
-    seed: int = 0
-    device: str = "cpu"  # cpu, cuda, cuda:N, auto
-    precision: str = "fp32"  # decoder scoring: fp32 (exact) or bf16 (approximate, faster)
-
-    def validate(self) -> None:
-        if self.split not in ("train", "valid", "test"):
-            raise UserError(f"--split must be train, valid or test, got {self.split!r}")
-        for name in ("n_z", "repeats", "fig5_trials", "batch_size", "max_rows"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be a positive integer")
-        for name in ("iwae_k", "agg_prior_m", "max_sentences"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 0")
-        from .evaluate import resolve_device
-        self.device = str(resolve_device(self.device))
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.fig3_n < 2:
-            raise UserError("--fig3-n must be at least 2 (i != j needs two sentences)")
 
 
 def analyse_run(name: str, model, vocab, info: dict, ds, train_ds, cfg: ReportConfig, progress=True) -> dict:

@@ -45,11 +45,31 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """--device: auto, cpu, cuda, cuda:N; a missing or unknown GPU is the user's error, one line."""
+    from .errors import UserError
+    try:
+        device = pick_device(str(name), local_rank)
+    except RuntimeError as e:
+        raise UserError(f"--device {name!r}: {str(e).splitlines()[0]}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name!r}: no CUDA GPU is available here (use cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                            f"numbered from 0")
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UserError(f"--device {name!r}: no Apple MPS device is available here (use cpu or auto)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name!r}: unsupported device type; use auto, cpu, cuda or cuda:N")
+    return device
+
+
 def setup(device: str = "auto", seed: int = 0) -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local)
+    dev = resolve_device(device, local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
@@ -61,3 +81,30 @@ def setup(device: str = "auto", seed: int = 0) -> Runtime:
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes of memory free for a new allocation on `device` (None if unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_model_fits(model_cfg, optimizer: str, device: torch.device) -> None:
+    """Refuse, in one line, a model whose weights, gradients and optimizer state alone exceed
+    the free memory of `device` (counted on the meta device: nothing is allocated)."""
+    from .errors import UserError
+    from .model import SentenceAE
+    with torch.device("meta"):
+        n = sum(p.numel() for p in SentenceAE(model_cfg).parameters())
+    need = n * 4 * (4 if optimizer == "adam" else 3)  # float32 weights, gradients, optimizer moments
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise UserError(f"the model has {n / 1e6:,.1f}M parameters: its weights, gradients and {optimizer} state "
+                        f"need {need / 2**30:,.1f} GiB, more than the {free / 2**30:,.1f} GiB free on {device}; "
+                        "choose a smaller --hidden-dim / --embedding-dim / --latent-dim / --max-vocab")

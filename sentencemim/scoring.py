@@ -46,26 +46,58 @@ with warnings.catch_warnings():  # torch.utils.mkldnn imports torch.jit's deprec
 
 def _onednn_linear(module: torch.nn.Linear, dtype: torch.dtype):
     """A oneDNN copy of `module` in `dtype`, or None where oneDNN cannot run it here
-    (no oneDNN, a GPU, float64, or a CPU without the bf16 instructions oneDNN needs)."""
+    (no oneDNN, a GPU, float64, or a CPU without the bf16 instructions oneDNN needs).
+    The probe feeds an input of `dtype`, as scoring does: a float32 probe would pass on a
+    CPU whose bf16 path then fails (AVX2 only: 'bf16 path needs avx512bw')."""
     w = module.weight
     if MkldnnLinear is None or w.device.type != "cpu" or w.dtype != torch.float32 \
             or not torch.backends.mkldnn.is_available():
         return None
     try:
         lin = MkldnnLinear(module, dtype)
-        lin(torch.zeros(1, w.shape[1]))  # probe: bf16 raises on CPUs without AVX512-BF16/AVX-NE-CONVERT
+        lin(torch.zeros(2, w.shape[1], dtype=dtype))  # probe with the dtype the scorer will feed
         return lin
     except RuntimeError:
         return None
+
+
+def bf16_problem(device) -> str | None:
+    """Why bf16 scoring cannot run on `device` ('cpu', 'cuda:0', ...), or None if it can:
+    on a CPU, oneDNN must run a bf16 linear layer (probed with a bf16 input); on a GPU,
+    torch must report bf16 support."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return None if ok else f"{device} does not support bfloat16"
+    if device.type != "cpu":
+        return f"bf16 scoring is not supported on {device.type}"
+    if _onednn_linear(torch.nn.Linear(8, 4), torch.bfloat16) is None:
+        return ("this CPU has no oneDNN bf16 matrix path (it needs AVX512-BF16, AMX or AVX-NE-CONVERT); "
+                "emulated bf16 would be slower than fp32")
+    return None
+
+
+def check_precision(precision: str, device) -> None:
+    """A UserError, one line, for a precision this device does not truly run."""
+    from .errors import UserError
+    if precision == "bf16":
+        why = bf16_problem(device)
+        if why:
+            raise UserError(f"--precision bf16: {why}; use --precision fp32")
 
 
 class Scorer:
     """Reads the weights of an eval-mode `SentenceAE` once; `nll` refuses to run if any
     parameter has been changed in place since (build a new Scorer then)."""
 
-    def __init__(self, model: SentenceAE, precision: str = "fp32", chunk: int | None = None):
+    def __init__(self, model: SentenceAE, precision: str = "fp32", chunk: int | None = None,
+                 check_support: bool = True):
+        """check_support=False lets a test run the plain bf16 path (the GPU path) on a CPU
+        that has no native bf16 (emulated: slow, but the same rounding)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if check_support:
+            check_precision(precision, model.out.weight.device)
         self.model, self.cfg, self.precision = model, model.cfg, precision
         gru, E = model.decoder, model.cfg.embedding_dim
         self.layers = []  # per layer: (w_ih, b_ih, w_hh, b_hh), all detached

@@ -27,14 +27,14 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import checkpoint, corpora
-from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from . import checkpoint, corpora, rundir
+from .config import ModelConfig, TrainConfig, to_dict
 from .data import Dataset, ReadStats, encode_sentences, read_sentences
 from .errors import UserError
 from .model import SentenceAE, kl_weight
 from .progress import Progress
 from .provenance import code_commit, command_line
-from .runtime import Runtime, setup, teardown
+from .runtime import Runtime, check_model_fits, setup, teardown
 from .watch import Watch
 from .vocab import Vocab
 
@@ -78,18 +78,6 @@ def load_corpus_splits(tc: TrainConfig, vocab: Vocab | None, splits=("train", "v
     return vocab, datasets
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop the records a killed run wrote after its last checkpoint, so
-    metrics.jsonl holds each step once, as an uninterrupted run would."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    tmp.replace(path)
-
-
 @dataclass
 class State:
     step: int = 0
@@ -131,19 +119,27 @@ def validate(model, ds: Dataset, tc: TrainConfig, rt: Runtime) -> dict:
 
 
 def train(mc: ModelConfig, tc: TrainConfig, out: str | Path, resume: bool = False,
-          overrides: dict | None = None, quiet: bool = False) -> dict:
+          overrides: dict | None = None, quiet: bool = False, model_overrides: dict | None = None,
+          accept_changed_data: bool = False) -> dict:
     """Train a model into run directory `out`. With `resume`, continue from
-    `out/checkpoint-latest.pt` using the saved config (`overrides` may change
-    max_steps / max_epochs / eval_every / log_every). Returns the final state."""
+    `out/checkpoint-latest.pt` with the saved settings: `overrides` (TrainConfig keys) and
+    `model_overrides` (ModelConfig keys) are applied where a resume may change them
+    (max_steps, max_epochs, eval_every, log_every, checkpoint_every, device, data_dir) and
+    refused where they differ otherwise (rundir.resume_configs). The run directory is
+    locked against a second writer; a resume checks the data against the recorded
+    fingerprints (`accept_changed_data` continues anyway). Returns the final state."""
     out = Path(out)
     ckpt_path = out / "checkpoint-latest.pt"
     saved = None
     if resume:
         if not ckpt_path.is_file():
-            raise UserError(f"--resume: no checkpoint at {ckpt_path}")
+            early = any((out / n).exists() for n in rundir.RUN_FILES)
+            raise UserError(f"--resume: no checkpoint at {ckpt_path}" + (
+                " (the run stopped before its first checkpoint; start it again without --resume)" if early else ""))
+        rundir.check_run_config(out)
         saved = checkpoint.load(ckpt_path)
-        mc = from_dict(ModelConfig, saved["model_config"])
-        tc = from_dict(TrainConfig, {**saved["train_config"], **(overrides or {})})
+        mc, tc = rundir.resume_configs(saved["model_config"], saved["train_config"], model_overrides or {},
+                                       overrides or {}, str(ckpt_path))
     elif ckpt_path.exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     tc.validate()
@@ -151,24 +147,40 @@ def train(mc: ModelConfig, tc: TrainConfig, out: str | Path, resume: bool = Fals
     if (tc.objective == "lm") != (mc.latent_dim == 0):
         raise UserError(f"objective {tc.objective} with latent_dim {mc.latent_dim}: the language model (objective lm) "
                         "has no latent (latent_dim 0), and mim, vae and ae need latent_dim >= 1")
-    rt = setup(tc.device, tc.seed)
+    rt = setup(tc.device, tc.seed)  # a missing GPU is a one-line error here, before any data is read
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rt.is_main and not quiet else (lambda *a: None)
+    lock = rundir.RunLock(out).acquire() if rt.is_main else None
     try:
-        return _train(mc, tc, out, saved, rt, log, quiet)
+        if rt.is_main:
+            rundir.remove_temp_files(out)
+            if not saved:
+                rundir.clear_unfinished(out, log)
+        return _train(mc, tc, out, saved, rt, log, quiet, accept_changed_data)
     finally:
+        if lock:
+            lock.release()
         teardown()
 
 
-def _train(mc, tc, out, saved, rt, log, quiet):
+def _fingerprints(tc: TrainConfig, out: Path) -> dict:
+    files = corpora.resolve(tc.corpus, tc.data_dir, splits=("train", "valid")).files
+    return rundir.fingerprints(files, out / "vocab.json")
+
+
+def _train(mc, tc, out, saved, rt, log, quiet, accept_changed_data=False):
     vocab = Vocab.load(out / "vocab.json") if saved else None
+    if saved and rt.is_main:  # the data are the run's own, before they are read
+        rundir.check_fingerprints(out, _fingerprints(tc, out), accept_changed_data, log)
     vocab, data = load_corpus_splits(tc, vocab, log=log)
     train_ds, valid_ds = data["train"], data["valid"].subset(tc.eval_max_sentences, tc.seed)
     mc.vocab_size = len(vocab)
     mc.validate()
+    check_model_fits(mc, tc.optimizer, rt.device)  # before anything is written
     if rt.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        vocab.save(out / "vocab.json")
-        (out / "config.json").write_text(json.dumps({"model": to_dict(mc), "train": to_dict(tc)}, indent=2))
+        rundir.write_atomic(out / "config.json", json.dumps({"model": to_dict(mc), "train": to_dict(tc)}, indent=2))
+        if not saved:
+            rundir.write_atomic(out / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
+            rundir.record_fingerprints(out, _fingerprints(tc, out))
     model = SentenceAE(mc).to(rt.device)
     params = list(model.parameters())
     if tc.optimizer == "adam":
@@ -191,15 +203,14 @@ def _train(mc, tc, out, saved, rt, log, quiet):
     log(f"model: {n_params / 1e6:.2f}M parameters, objective {tc.objective}, latent {mc.latent_dim}, "
         f"device {rt.device}, world size {rt.world_size}")
     if saved and rt.is_main:
-        _truncate_metrics(out / "metrics.jsonl", st.step)
+        rundir.truncate_metrics(out / "metrics.jsonl", st.step, log)
     # latent diagnostics and collapse warning at each validation; TensorBoard with --tensorboard
     watch = Watch(out, tc.tensorboard, log, st.step if saved else None, seed=tc.seed) if rt.is_main else None
-    metrics = open(out / "metrics.jsonl", "a") if rt.is_main else None
+    metrics = rundir.Appender(out / "metrics.jsonl") if rt.is_main else None
 
     def emit(record):
         if metrics:
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
+            metrics.write(record)
 
     def save_ckpt(name):
         if not rt.is_main:

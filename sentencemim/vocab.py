@@ -83,9 +83,16 @@ class Vocab:
         if not isinstance(data, dict) or not isinstance(data.get("itos"), list):
             raise UserError(f"{source}: not a sentencemim vocabulary (expected an 'itos' word list)")
         itos = data["itos"]
+        aliases = data.get("unk_aliases", UNK_ALIASES)
+        if not all(isinstance(w, str) for w in itos) or not isinstance(aliases, (list, tuple)) \
+                or not all(isinstance(w, str) for w in aliases):
+            raise UserError(f"{source}: 'itos' and 'unk_aliases' must be lists of strings")
         if tuple(itos[:4]) != SPECIALS:
             raise UserError(f"{source}: vocabulary must start with {', '.join(SPECIALS)}")
-        return cls(itos[4:], data.get("unk_aliases", UNK_ALIASES))
+        try:
+            return cls(itos[4:], aliases)
+        except UserError as e:
+            raise UserError(f"{source}: {e}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocab":

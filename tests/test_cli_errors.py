@@ -67,19 +67,19 @@ def _case_data_dir_without_files(tmp):
 
 
 def _case_negative_size(tmp):
-    return ["train", "--corpus", "synthetic", "--latent-dim", "-4", "--out", tmp / "r"], "latent_dim must be a positive"
+    return ["train", "--corpus", "synthetic", "--latent-dim", "-4", "--out", tmp / "r"], "argument --latent-dim: must be an integer >= 0, got -4"
 
 
 def _case_zero_batch(tmp):
-    return ["train", "--corpus", "synthetic", "--batch-size", "0", "--out", tmp / "r"], "batch_size must be a positive"
+    return ["train", "--corpus", "synthetic", "--batch-size", "0", "--out", tmp / "r"], "argument --batch-size: must be a positive integer, got 0"
 
 
 def _case_unknown_objective(tmp):
-    return ["train", "--corpus", "synthetic", "--objective", "gan", "--out", tmp / "r"], "unknown objective 'gan'"
+    return ["train", "--corpus", "synthetic", "--objective", "gan", "--out", tmp / "r"], "argument --objective: invalid choice: 'gan'"
 
 
 def _case_bad_dropout(tmp):
-    return ["train", "--corpus", "synthetic", "--embedding-dropout", "1.5", "--out", tmp / "r"], "embedding_dropout must be in"
+    return ["train", "--corpus", "synthetic", "--embedding-dropout", "1.5", "--out", tmp / "r"], "argument --embedding-dropout: must be in [0, 1), got 1.5"
 
 
 def _case_resume_nothing(tmp):

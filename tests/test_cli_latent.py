@@ -75,7 +75,8 @@ def test_sample_is_seeded_and_validates_n(run, capsys):
     assert smim(capsys, "sample", run / "run", "-n", 4, "--method", "sample", "--std", 1.0,
                 "--seed", 1)[1] != out
     rc, out, err = smim(capsys, "sample", run / "run", "-n", 0)
-    assert rc == 2 and out == "" and err.strip() == "smim sample: error: -n must be a positive integer, got 0"
+    assert rc == 2 and out == "" and err.strip() == ("smim sample: error: argument -n: must be a positive integer, got 0 "
+                                                  "(see smim sample --help)")
 
 
 def test_interpolate_prints_equispaced_points(run, capsys):

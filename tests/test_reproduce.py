@@ -143,6 +143,16 @@ def test_shipped_configs_parse():
     assert [r.name for r in small if r.external] == ["mim-512-s0", "ae-512-s0"]
 
 
+def test_shipped_configs_use_the_data_dir_resolution_of_the_readme():
+    """No hard-coded folder: --data-dir, else $SENTENCEMIM_DATA, else the cache."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
+    configs = sorted(root.glob("*.json"))
+    assert configs
+    for path in configs:
+        assert json.loads(path.read_text()).get("data_dir") is None, path.name
+
+
 def test_large_corpus_configs_use_the_large_preset():
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"

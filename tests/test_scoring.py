@@ -8,7 +8,8 @@ import torch
 from sentencemim.config import ModelConfig
 from sentencemim.evaluate import sentence_terms
 from sentencemim.model import SentenceAE
-from sentencemim.scoring import Scorer, _onednn_linear
+from sentencemim.errors import UserError
+from sentencemim.scoring import Scorer, _onednn_linear, bf16_problem
 
 HAVE_ONEDNN = _onednn_linear(torch.nn.Linear(4, 3), torch.float32) is not None
 HAVE_ONEDNN_BF16 = _onednn_linear(torch.nn.Linear(4, 3), torch.bfloat16) is not None
@@ -68,12 +69,13 @@ def test_scorer_batch_order_and_company_do_not_matter(tiny_vocab, tiny_dataset):
 @pytest.mark.parametrize("onednn", [True, False])
 def test_bf16_is_close_to_float32(tiny_vocab, tiny_dataset, onednn):
     if onednn and not HAVE_ONEDNN_BF16:
-        pytest.skip("oneDNN bf16 needs AVX512-BF16 or AVX-NE-CONVERT; the plain path runs instead")
+        pytest.skip(f"no native bf16 on this CPU ({bf16_problem('cpu')}): the oneDNN bf16 path cannot run here")
     model = _model(len(tiny_vocab))
     b = tiny_dataset.batch(list(range(len(tiny_dataset))))
     z = torch.randn(8, b.size, model.cfg.latent_dim)
     exact, _ = Scorer(model).nll(b.dec_in, b.dec_tgt, z)
-    sc = Scorer(model, "bf16")
+    # the plain path (what a GPU runs) is emulated on a CPU without native bf16: allowed here only
+    sc = Scorer(model, "bf16", check_support=onednn)
     if not onednn:
         sc.out = None
     approx, _ = sc.nll(b.dec_in, b.dec_tgt, z)
@@ -126,3 +128,16 @@ def test_scorer_refuses_training_mode_and_unknown_precision(tiny_vocab, tiny_dat
     b = tiny_dataset.batch([0])
     with pytest.raises(RuntimeError, match="eval"):
         Scorer(model).nll(b.dec_in, b.dec_tgt, torch.zeros(1, 1, model.cfg.latent_dim))
+
+
+def test_bf16_is_refused_in_one_line_where_this_cpu_lacks_it(tiny_vocab):
+    """The probe feeds a bf16 input (a float32 probe passed on AVX2-only CPUs, whose bf16
+    path then crashed); without native bf16, Scorer refuses bf16 with a UserError."""
+    model = _model(len(tiny_vocab))
+    if HAVE_ONEDNN_BF16:
+        assert bf16_problem("cpu") is None
+        Scorer(model, "bf16")
+    else:
+        assert "bf16" in bf16_problem("cpu")
+        with pytest.raises(UserError, match="--precision bf16: .*use --precision fp32"):
+            Scorer(model, "bf16")

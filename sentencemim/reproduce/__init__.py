@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import sys
 
+from ..cliargs import device_type, number
 from ..errors import UserError
-from .driver import drive, drive_parallel, load_analysis
+from .driver import drive, drive_parallel, eval_settings, load_analysis
 from .latent_page import write_latent_page
 from .page import write_page
 from .plan import VARIANTS, Run, commit, load_config, plan, train_command, train_state
@@ -46,12 +47,15 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("config", help="JSON or TOML config (benchmarks/reproduce/*.json)")
     p.add_argument("--only", help="comma-separated run names or VARIANT-D prefixes (e.g. mim-16,vae-16)")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps for every run")
-    p.add_argument("--max-epochs", type=int, help="override train.max_epochs for every run")
-    p.add_argument("--device", help="training and evaluation device (cpu, cuda, auto)")
-    p.add_argument("--data-dir", help="override data_dir")
-    p.add_argument("--runs-dir", help="override runs_dir")
-    p.add_argument("--threads", type=int, help="torch threads (set OMP_NUM_THREADS too)")
+    p.add_argument("--max-steps", type=number(int, ge=0), metavar="N",
+                   help="override train.max_steps for every run (0 = no limit)")
+    p.add_argument("--max-epochs", type=number(int, ge=1), metavar="N", help="override train.max_epochs for every run")
+    p.add_argument("--device", type=device_type,
+                   help="training and evaluation device: auto, cpu, cuda or cuda:N (default: the config's)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding the named corpora (overrides the config's "
+                                                     "data_dir; default: $SENTENCEMIM_DATA, else ~/.cache/sentencemim)")
+    p.add_argument("--runs-dir", metavar="DIR", help="override runs_dir (where the run directories go)")
+    p.add_argument("--threads", type=number(int, ge=1), metavar="N", help="torch threads (set OMP_NUM_THREADS too)")
     p.add_argument("--no-eval", action="store_true", help="train only")
     p.add_argument("--eval-only", action="store_true",
                    help="do not train: evaluate each started run at the checkpoint it has reached (partial runs too)")
@@ -60,7 +64,7 @@ def register(sub) -> None:
     p.add_argument("--latent-only", action="store_true", help="only write the latent-table page (Tables 11-20)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the state of each run")
     p.add_argument("--quiet", action="store_true", help="no training progress lines")
-    p.add_argument("--parallel", type=int, default=1, metavar="N",
+    p.add_argument("--parallel", type=number(int, ge=1), default=1, metavar="N",
                    help="train/evaluate up to N runs at once as child processes (on a CPU the cores are split "
                         "between them; on a GPU they share the device); default 1: one after another here")
     p.set_defaults(func=cmd_reproduce)
@@ -76,9 +80,12 @@ def cmd_reproduce(args) -> int:
                             ("device", args.device), ("data_dir", args.data_dir)) if v is not None}
     if args.data_dir:
         cfg["data_dir"] = args.data_dir
-    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: no CUDA GPU here")
+    if args.device:
+        from ..runtime import resolve_device
+        resolve_device(args.device)  # a missing GPU: one line, before anything runs
     runs = plan(cfg, args.only.split(",") if args.only else None, ov, args.runs_dir)
+    if not args.no_eval and not args.dry_run:
+        eval_settings(cfg, args.device)  # evaluation settings are checked before hours of training
     command = "smim reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else "smim reproduce " + args.config
     print(f"{cfg.get('name', args.config)}: {len(runs)} run(s) in {runs[0].out.parent if runs else '-'}", flush=True)
     if args.dry_run:

@@ -62,7 +62,8 @@ def train_run(run: Run, quiet: bool) -> dict:
     command = train_command(run, resume)
     print(f"[{run.name}] {'resuming at step ' + str(step) if resume else 'training'}: {command}", flush=True)
     t0, started = time.monotonic(), utc()
-    overrides = {k: getattr(run.tc, k) for k in ("max_steps", "max_epochs", "device", "data_dir")}
+    overrides = {k: getattr(run.tc, k) for k in ("max_steps", "max_epochs", "device", "data_dir")
+                 if getattr(run.tc, k) is not None}  # data_dir null: the run keeps the folder it recorded
     res = train(run.mc, run.tc, run.out, resume=resume, overrides=overrides, quiet=quiet)
     rec_path = run.out / "reproduce.json"
     rec = read_json(rec_path, {"sessions": []})
@@ -83,16 +84,15 @@ def _jsonable(x):
 
 
 def eval_settings(cfg: dict, device: str | None):
-    from ..report import ReportConfig
+    from ..config import ReportConfig, from_dict
+    from ..scoring import check_precision
     ec = dict(cfg.get("evaluate", {}))
     if device:
         ec["device"] = device
-    unknown = set(ec) - {f.name for f in fields(ReportConfig)} - {"checkpoint"}
-    if unknown:
-        raise UserError(f"unknown evaluate key(s): {', '.join(sorted(unknown))}")
     which = ec.pop("checkpoint", "best")
-    rc = ReportConfig(**ec)
+    rc = from_dict(ReportConfig, ec, f"{cfg.get('_path', 'config')}: evaluate.")
     rc.validate()
+    check_precision(rc.precision, rc.device)
     return rc, which
 
 

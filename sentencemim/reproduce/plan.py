@@ -65,10 +65,48 @@ def load_config(path: str | Path) -> dict:
     for v in cfg.get("variants", []):
         if v not in VARIANTS:
             raise UserError(f"{path}: unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    _check_types(cfg, path)
     if cfg.get("preset", "ptb") not in PRESETS:
         raise UserError(f"{path}: unknown preset {cfg['preset']!r}")
     cfg["_path"] = str(path)
     return cfg
+
+
+_TYPES = {  # key -> (expected type(s), in words); the model/train/evaluate sections are checked field by field
+    "name": (str, "a string"), "description": (str, "a string"), "corpus": (str, "a string"),
+    "data_dir": ((str, type(None)), "a string or null"), "preset": (str, "a string"), "runs_dir": (str, "a string"),
+    "model": (dict, "an object"), "train": (dict, "an object"), "run_train": (dict, "an object"),
+    "evaluate": (dict, "an object"), "external": (dict, "an object"), "report": (dict, "an object"),
+    "latent": (dict, "an object"), "variants": (list, "a list of strings"), "exclude": (list, "a list of strings"),
+    "only": (list, "a list of strings"), "latent_dims": (list, "a list of positive integers"),
+    "seeds": (list, "a list of integers >= 0"),
+}
+
+
+def _check_types(cfg: dict, path: Path) -> None:
+    """Wrong types are one-line errors naming the file and key (before anything runs)."""
+    from ..config import ReportConfig, from_dict
+    for key, (typ, words) in _TYPES.items():
+        if key in cfg and not isinstance(cfg[key], typ):
+            raise UserError(f"{path}: {key} must be {words}, got {cfg[key]!r}")
+    for key, ok in (("variants", lambda v: isinstance(v, str)), ("exclude", lambda v: isinstance(v, str)),
+                    ("only", lambda v: isinstance(v, str)),
+                    ("latent_dims", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                    ("seeds", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)):
+        bad = [v for v in cfg.get(key, []) if not ok(v)]
+        if bad:
+            raise UserError(f"{path}: {key} must be {_TYPES[key][1]}, got {bad[0]!r}")
+    from_dict(ModelConfig, cfg.get("model", {}), f"{path}: model.")
+    from_dict(TrainConfig, cfg.get("train", {}), f"{path}: train.")
+    for key, settings in cfg.get("run_train", {}).items():
+        if not isinstance(settings, dict):
+            raise UserError(f"{path}: run_train.{key} must be an object of train settings")
+        from_dict(TrainConfig, settings, f"{path}: run_train.{key}.")
+    from_dict(ReportConfig, {k: v for k, v in cfg.get("evaluate", {}).items() if k != "checkpoint"},
+              f"{path}: evaluate.")
+    for name, ext in cfg.get("external", {}).items():
+        if not isinstance(ext, dict) or not isinstance(ext.get("path"), str):
+            raise UserError(f"{path}: external.{name} must be an object with a \"path\" string")
 
 
 def plan(cfg: dict, only=None, overrides: dict | None = None, runs_dir=None) -> list[Run]:
@@ -94,8 +132,9 @@ def plan(cfg: dict, only=None, overrides: dict | None = None, runs_dir=None) -> 
                          **VARIANTS[v][0], "seed": s,
                          "corpus": cfg.get("corpus", "ptb"), "data_dir": cfg.get("data_dir"),
                          **(overrides or {})}
-                mc = from_dict(ModelConfig, {**preset["model"], **cfg.get("model", {}), "latent_dim": d})
-                tc = from_dict(TrainConfig, train)
+                src = f"{cfg.get('_path', 'config')}: run {name}: "
+                mc = from_dict(ModelConfig, {**preset["model"], **cfg.get("model", {}), "latent_dim": d}, src + "model.")
+                tc = from_dict(TrainConfig, train, src + "train.")
                 tc.validate()
                 runs.append(Run(name, v, d, s, root / name, mc, tc, ext, cfg.get("preset", "ptb")))
     only = only if only is not None else cfg.get("only")
