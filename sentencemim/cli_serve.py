@@ -13,6 +13,7 @@ import math
 import sys
 from pathlib import Path
 
+from .cliargs import device_type, number
 from .errors import UserError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -72,19 +73,23 @@ def register(sub) -> None:
     p.add_argument("--index", help="text file, one sentence a line: the latent map and nearest neighbours")
     p.add_argument("--codes", help="the index's posterior means from `smim encode` (skips encoding it at start)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=number(int, ge=0, le=65535), default=8000, metavar="N",
+                   help="port to listen on (0 = any free port; default 8000)")
     p.add_argument("--checkpoint", default="best", choices=("best", "latest"), help="for a run directory")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
+    p.add_argument("--device", default="auto", type=device_type,
+                   help="auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--lowercase", action="store_true", help="lowercase typed sentences (PTB is lowercase)")
     p.add_argument("--projection", default="auto", choices=("auto", "pca", "umap"),
                    help="2-D map of the index: PCA (numpy), UMAP (extra umap), auto = UMAP when installed")
-    p.add_argument("--map-points", type=int, default=MAP_POINTS,
+    p.add_argument("--map-points", type=number(int, ge=1), default=MAP_POINTS, metavar="N",
                    help="at most this many index sentences on the map (a seeded random subset)")
-    p.add_argument("--seed", type=int, default=0, help="the map's subset and UMAP")
-    p.add_argument("--max-body-kb", type=int, default=MAX_BODY_KB, help="largest request body accepted")
-    p.add_argument("--rate-limit", type=float, default=RATE_LIMIT,
+    p.add_argument("--seed", type=number(int, ge=0), default=0, metavar="N", help="the map's subset and UMAP")
+    p.add_argument("--max-body-kb", type=number(int, ge=1), default=MAX_BODY_KB, metavar="N",
+                   help="largest request body accepted, in KiB")
+    p.add_argument("--rate-limit", type=number(float, ge=0.0), default=RATE_LIMIT, metavar="X",
                    help="API requests per second per client (0 = no limit)")
-    p.add_argument("--burst", type=int, default=BURST, help="requests a client may send at once")
+    p.add_argument("--burst", type=number(int, ge=1), default=BURST, metavar="N",
+                   help="requests a client may send at once")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_serve)
 
