@@ -13,6 +13,13 @@ printed with its bound, prior, sample count and <eos> convention:
       and the single-sample form -log p(x|z_1) - log N(z_1) + log q(z_1|x).
   IWAE_K (bounds.py), prior N(0, I) and prior = mixture of the posteriors of M
       *training* sentences. Both are held-out bounds; IWAE_1 is the single-sample ELBO.
+  Tightest held-out bound (sentencemim.eval.heldout), both priors: importance sampling
+      with better proposals than q (widened q, defensive mixtures, fitted Gaussians,
+      reweighted mixture components) and AIS, settings and method chosen on validation
+      sentences, each with its ESS and the bound at several K (or AIS steps).
+
+An AE (objective "ae") has a deterministic encoder: its reconstruction, MELBO and BLEU
+use z = the posterior mean; its held-out bounds use proposals centred on the mean.
 
 Perplexity = exp(sum of sentence NLLs / number of tokens), two conventions:
   words+<eos>   <eos> in numerator and denominator (what peers report; the default)
@@ -34,6 +41,7 @@ from . import bounds
 from .data import Dataset
 from .decoding import decode
 from .entropy import knn_entropy, std_normal_entropy
+from .eval.heldout import HeldoutConfig, heldout_bounds
 from .metrics import bleu_scores
 from .model import SentenceAE, kl_std_normal
 from .progress import Progress
@@ -57,6 +65,9 @@ PER_SENTENCE_WHAT = {
     "iwae": "-IWAE_K, prior N(0,I)",
     "elbo_single_train_prior": "single-sample -ELBO, prior = training aggregate posterior",
     "iwae_train_prior": "-IWAE_K, prior = training aggregate posterior",
+    "heldout": "tightest held-out bound, prior N(0,I) (method chosen on validation sentences; see the report)",
+    "heldout_train_prior": "tightest held-out bound, prior = training aggregate posterior (method chosen on "
+                           "validation sentences)",
     "true_nll": "exact -log p(x) under the generating HMM (corpus synthetic)",
     "mu_var_per_dim": "Var over sentences of E_q[z_u], per latent dimension (active units), not per sentence",
 }
@@ -82,30 +93,33 @@ BLEU_MODES = (("sample", "greedy"), ("mean", "greedy"), ("sample", "sample"))
 @torch.no_grad()
 def sentence_terms(model: SentenceAE, ds: Dataset, n_z: int = 1, batch_size: int = 100,
                    seed: int = 0, device="cpu", progress: bool = False, at_mean: bool = True,
-                   precision: str = "fp32") -> dict:
+                   precision: str = "fp32", deterministic: bool = False, desc: str = "evaluate") -> dict:
     """Per-sentence arrays in dataset order: rec (mean over n_z samples z ~ q of
-    -log p(x|z)), rec_eos (its <eos> part), rec_mean (at z = mu; only with at_mean),
-    kl (analytic), tokens (words + 1). Seeded; the global RNG is left untouched."""
+    -log p(x|z); z = mu for a deterministic encoder), rec_eos (its <eos> part), rec_mean
+    (at z = mu; only with at_mean), kl (analytic), tokens (words + 1). Seeded; the global
+    RNG is left untouched."""
     model.eval()
     N = len(ds)
     res = {k: np.zeros(N) for k in ("rec", "rec_eos", "rec_mean", "rec_mean_eos", "kl")}
     res["tokens"] = np.zeros(N, dtype=np.int64)
     batches = ds.eval_batches(batch_size)
-    bar = Progress(len(batches), "evaluate", enabled=progress)
+    bar = Progress(len(batches), desc, enabled=progress)
     scorer = Scorer(model, precision)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for idx in batches:
             b = ds.batch(idx).to(device)
             mu, logvar = model.encode(b.enc_in, b.lengths)
-            z = torch.stack([model.reparameterize(mu, logvar) for _ in range(n_z)])  # (n_z, B, d)
+            z = (mu[None] if deterministic else
+                 torch.stack([model.reparameterize(mu, logvar) for _ in range(n_z)]))  # (n_z, B, d)
             if at_mean:
                 z = torch.cat([z, mu[None]])
             r, e = scorer.nll(b.dec_in, b.dec_tgt, z)
-            terms = {"rec": r[:n_z].double().mean(0), "rec_eos": e[:n_z].double().mean(0),
+            nz = 1 if deterministic else n_z
+            terms = {"rec": r[:nz].double().mean(0), "rec_eos": e[:nz].double().mean(0),
                      "kl": kl_std_normal(mu, logvar)}
             if at_mean:
-                terms["rec_mean"], terms["rec_mean_eos"] = r[n_z], e[n_z]
+                terms["rec_mean"], terms["rec_mean_eos"] = r[nz], e[nz]
             i = b.index.cpu().numpy()
             for k, v in terms.items():
                 res[k][i] = v.double().cpu().numpy()
@@ -184,12 +198,15 @@ def reconstructions(model, ds: Dataset, vocab: Vocab, z_mode: str = "sample", me
     return out
 
 
-def bleu_report(model, ds, vocab, modes=BLEU_MODES, batch_size=100, seed=0, device="cpu") -> list[dict]:
+def bleu_report(model, ds, vocab, modes=BLEU_MODES, batch_size=100, seed=0, device="cpu",
+                deterministic: bool = False) -> list[dict]:
+    """deterministic (an AE): z = the posterior mean in every mode."""
     refs = [vocab.decode(s.tolist()) for s in ds.seqs]
     out = []
     for z_mode, method in modes:
-        hyps = reconstructions(model, ds, vocab, z_mode, method, batch_size, seed, device)
-        z_what = "z ~ q(z|x)" if z_mode == "sample" else "z = mean of q(z|x)"
+        hyps = reconstructions(model, ds, vocab, "mean" if deterministic else z_mode, method, batch_size, seed, device)
+        z_what = ("z = mean of q(z|x) (AE: deterministic encoder)" if deterministic else
+                  "z ~ q(z|x)" if z_mode == "sample" else "z = mean of q(z|x)")
         dec_what = "greedy decoding" if method == "greedy" else "sampling at temperature 1"
         out.append({"z": z_mode, "decoding": method, "what": f"reconstruction from {z_what}, {dec_what}",
                     **bleu_scores(refs, hyps), "examples": [(" ".join(r), " ".join(h)) for r, h in
@@ -211,13 +228,19 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
              seed: int = 0, batch_size: int = 100, bleu: bool = True, device="cpu",
              progress: bool = False, iwae_k: int = 100, train_prior: bounds.AggregatePrior | None = None,
              true_nll: np.ndarray | None = None, latent: bool = True, max_rows: int = 2048,
-             precision: str = "fp32") -> dict:
+             precision: str = "fp32", objective: str | None = None, heldout: HeldoutConfig | None = None,
+             valid_ds: Dataset | None = None, valid_what: str = "") -> dict:
     """The evaluation report (see module docstring); all NLLs in nats. Per-sentence
-    values are under report["per_sentence"] (dataset order) for histograms."""
+    values are under report["per_sentence"] (dataset order) for histograms. With
+    `heldout` and `valid_ds` (sentences disjoint from ds, for choosing settings), the
+    tightest held-out bounds are added under "heldout" and "heldout_train_prior"."""
     N = len(ds)
     timing, t0 = {}, time.perf_counter()
-    runs = [sentence_terms(model, ds, n_z, batch_size, seed + r, device, progress and r == 0, at_mean=r == 0,
-                           precision=precision) for r in range(repeats)]
+    det = objective == "ae"  # deterministic encoder: z = mean, every repeat is the same
+    runs = [sentence_terms(model, ds, n_z, batch_size, seed + r, device, progress, at_mean=r == 0,
+                           precision=precision, deterministic=det, desc=f"MELBO repeat {r + 1}/{repeats}")
+            for r in range(1 if det else repeats)]
+    runs = runs * repeats if det else runs
     first = runs[0]
     tokens = first["tokens"]
     T = int(tokens.sum())
@@ -229,7 +252,8 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
     report = {
         "sentences": N, "tokens_words_eos": T, "words": T - N, "seed": seed,
         "reconstruction": {
-            "what": f"-log p(x|z) per sentence, z ~ q(z|x) ({n_z} sample(s)), words + <eos>, nats",
+            "what": ("-log p(x|z) per sentence, z = mean of q(z|x) (AE: deterministic encoder), words + <eos>, nats"
+                     if det else f"-log p(x|z) per sentence, z ~ q(z|x) ({n_z} sample(s)), words + <eos>, nats"),
             "nll_per_sentence": rec_sum / N,
             "nll_per_sentence_at_mean_z": first["rec_mean"].sum() / N,
             **perplexities(rec_sum, first["rec_eos"].sum(), T),
@@ -237,7 +261,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         "kl": {"what": "KL(q(z|x) || N(0,I)) per sentence, analytic, nats", "mean": float(first["kl"].mean())},
         "melbo": {
             **_bound("MELBO (eqn 16)", "test-set aggregate posterior [uses test data: NOT held-out]",
-                     f"N_z={n_z} per sentence, mean of R={repeats} repeats",
+                     ("z = mean of q (AE)" if det else f"N_z={n_z} per sentence") + f", mean of R={repeats} repeats",
                      first["rec"] + math.log(N), tokens, first["rec_eos"]),
             "n_z": n_z, "repeats": repeats, "log_N": math.log(N),
             **{k: float(np.mean([m[k] for m in mel])) for k in keys},
@@ -271,6 +295,18 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         if train_prior is not None:
             report["iwae_train_prior"]["m"] = train_prior.m
         timing[f"iwae_k{iwae_k}"] = time.perf_counter() - t0
+        if heldout is not None and heldout.method_list() and valid_ds is not None:
+            for tag, agg, lp in (("", None, w["log_p"]), ("_train_prior", train_prior, w.get("log_agg"))):
+                if lp is None:
+                    continue
+                t0 = time.perf_counter()
+                res = heldout_bounds(model, ds, valid_ds, agg, heldout, iwae_k, objective, batch_size, max_rows, seed,
+                                     device, progress, precision, q_logw=-w["rec"] + lp - w["log_q"],
+                                     valid_what=valid_what)
+                if res:
+                    report["heldout" + tag] = heldout_entry(res, tokens)
+                    per["heldout" + tag] = res["per_sentence"]
+                timing["heldout" + tag] = time.perf_counter() - t0
     else:
         elbo = first["rec"] + first["kl"]
         report["elbo"] = _bound("ELBO", "N(0,I)", f"N_z={n_z} for E_q[-log p(x|z)], analytic KL",
@@ -307,7 +343,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         timing["latent"] = time.perf_counter() - t0
     if bleu:
         t0 = time.perf_counter()
-        modes = bleu_report(model, ds, vocab, BLEU_MODES, batch_size, seed, device)
+        modes = bleu_report(model, ds, vocab, BLEU_MODES, batch_size, seed, device, deterministic=det)
         report["bleu"] = {**{k: modes[0][k] for k in ("sentence_bleu1", "corpus_bleu1", "corpus_bleu4")},
                           "what": f"{modes[0]['what']}; BLEU-1 with brevity penalty per sentence, averaged over "
                                   "sentences (the paper's); corpus BLEU-1 and BLEU-4"}
@@ -318,11 +354,50 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
     return report
 
 
+def heldout_entry(res: dict, tokens: np.ndarray) -> dict:
+    """The report entry of a `heldout_bounds` result: a labelled bound (as _bound) plus the
+    chosen method's settings, ESS, convergence, and every method's own figures."""
+    m = res["methods"][res["chosen"]]
+    out = _bound(f"tightest held-out: {res['chosen']}", res["prior"], m["samples"], res["per_sentence"], tokens)
+    out.update({k: m[k] for k in ("settings", "k", "ess_mean", "ess_median", "ess_min", "khat_median",
+                                  "khat_share_above_0.7", "convergence",
+                                  "convergence_what", "valid_nll_per_sentence") if k in m})
+    if "steps" in m:
+        out["steps"] = m["steps"]
+    out.update(method=res["chosen"], chosen_on=res["what"], methods=res["methods"])
+    if "bdmc" in res:
+        out["bdmc"] = res["bdmc"]
+    out["what"] += (f"; {res['what']}; ESS = (sum w)^2 / sum w^2 per sentence (of {m['k']} "
+                    f"{'chains' if 'steps' in m else 'samples'})")
+    return out
+
+
+def format_heldout(b: dict) -> list[str]:
+    """Lines for one tightest-bound entry: method, settings, ESS, convergence, the other methods."""
+    conv = ", ".join(f"{k}: {v:.3f}" for k, v in b["convergence"].items())
+    unit = "chains" if "steps" in b else "samples"
+    L = [f"  tightest held-out bound, prior {b['prior']}: {b['nll_per_sentence']:.3f} nats/sentence by "
+         f"'{b['method']}' [{b['settings']}], {b['samples']}; ESS mean {b['ess_mean']:.1f} / median "
+         f"{b['ess_median']:.1f} / min {b['ess_min']:.1f} of {b['k']} {unit}; Pareto k-hat median "
+         f"{b['khat_median']:.2f} ({100 * b['khat_share_above_0.7']:.0f}% of sentences > 0.7); "
+         f"{b['convergence_what']}: {conv}; chosen on {b['chosen_on'].split(' on ', 1)[-1]}"]
+    for name, m in b["methods"].items():
+        L.append(f"    {name:<11} {m['nll_per_sentence']:>10.3f} (validation {m['valid_nll_per_sentence']:.3f}); "
+                 f"ESS mean {m['ess_mean']:.1f}; k-hat median {m['khat_median']:.2f}; {m['settings']}; "
+                 f"{m['time_s']:.0f} s")
+    if "bdmc" in b:
+        d = b["bdmc"]
+        L.append(f"    BDMC ({d['what']}): upper {d['upper_mean']:.3f}, lower {d['lower_mean']:.3f}, "
+                 f"gap {d['gap_mean']:.3f}")
+    return L
+
+
 def _num(x, fmt=".3f"):
     return "n/a" if x is None else format(x, fmt) if abs(x) < 1e6 else format(x, ".3g")
 
 
-BOUND_ORDER = ("melbo", "elbo", "elbo_single", "iwae", "elbo_single_train_prior", "iwae_train_prior", "truth")
+BOUND_ORDER = ("melbo", "elbo", "elbo_single", "iwae", "heldout", "elbo_single_train_prior", "iwae_train_prior",
+               "heldout_train_prior", "truth")
 
 
 def format_report(rep: dict) -> str:
@@ -331,7 +406,8 @@ def format_report(rep: dict) -> str:
     if rep.get("precision", "fp32") != "fp32":
         L.append(f"WARNING: {rep['precision_what']}")
     r = rep["reconstruction"]
-    L.append(f"reconstruction -log p(x|z), z~q(z|x): {r['nll_per_sentence']:.3f} nats/sentence "
+    zw = "z=mean (AE)" if "AE" in r.get("what", "") else "z~q(z|x)"
+    L.append(f"reconstruction -log p(x|z), {zw}: {r['nll_per_sentence']:.3f} nats/sentence "
              f"(at z=mean: {r['nll_per_sentence_at_mean_z']:.3f}); "
              f"PPL {r['ppl_words_eos']:.3f} [words+<eos>], {r['ppl_paper']:.3f} [paper convention]")
     L.append(f"KL(q(z|x)||N(0,I)): {rep['kl']['mean']:.3f} nats/sentence")
@@ -354,6 +430,9 @@ def format_report(rep: dict) -> str:
         if truth is not None:
             line += f" {b['nll_per_sentence'] - truth['nll_per_sentence']:>+12.3f}"
         L.append(line)
+    for key in ("heldout", "heldout_train_prior"):
+        if key in rep:
+            L += format_heldout(rep[key])
     if "latent" in rep:
         a = rep["latent"]
         L.append(f"latent ({a['dim']}-d): MI estimate I(x;z) {a['mutual_information']:.3f} nats (<= log N); "
