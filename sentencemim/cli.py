@@ -28,8 +28,9 @@ def _add_config_flags(p: argparse.ArgumentParser, cls, skip=()) -> None:
             continue
         typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}.get(
             str(f.type).split(" |")[0], str)
+        help_text = f.metadata.get("help", "")
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
-                       metavar=f.name.upper(), help=f"(default: {f.default})")
+                       metavar=f.name.upper(), help=f"{help_text} (default: {f.default})".strip())
 
 
 def _explicit(args, cls, skip=()) -> dict:
@@ -74,10 +75,33 @@ def _load_eval_split(path, info, split, data_dir, max_sentences, vocab):
     return ds.subset(max_sentences, 0)
 
 
+def _heldout_config(args):
+    """HeldoutConfig from the explicit flags over `base` (the --quick preset or the defaults)."""
+    from .eval.heldout import HeldoutConfig
+    base = {}
+    if getattr(args, "quick", False):
+        from .evaluate import QUICK
+        base = dict(QUICK["heldout"])
+    cfg = HeldoutConfig(**{**base, **_explicit(args, HeldoutConfig)})
+    cfg.validate()
+    return cfg
+
+
+def _valid_split(path, info, split, data_dir, n, vocab):
+    """Sentences for choosing held-out settings: the valid split, or train when valid is scored."""
+    source = "train" if split == "valid" else "valid"
+    ds = _load_eval_split(path, info, source, data_dir, n, vocab)
+    return ds, f"{len(ds)} {source} sentences (seed 0)"
+
+
 def cmd_evaluate(args) -> int:
-    from .evaluate import eval_extras, evaluate, format_report
+    from .evaluate import QUICK, eval_extras, evaluate, format_report, quick_note
     from .modelio import load_model
     from .evaluate import resolve_device
+    for name, default in (("repeats", 10), ("iwae_k", 100), ("max_sentences", 0)):
+        if getattr(args, name) is None:
+            setattr(args, name, QUICK[name] if args.quick else default)
+    heldout = _heldout_config(args)
     device = resolve_device(args.device)
     model, vocab, info = load_model(args.model, args.checkpoint, device)
     if args.corpus:
@@ -92,15 +116,24 @@ def cmd_evaluate(args) -> int:
     # the held-out aggregate prior is built from the training split, never from the evaluated one
     train_ds = (_load_eval_split(args.model, info, "train", args.data_dir, 0, vocab)
                 if args.iwae_k and args.agg_prior_m else None)
+    valid_ds, valid_what = (_valid_split(args.model, info, args.split, args.data_dir, heldout.heldout_valid, vocab)
+                            if args.iwae_k and heldout.method_list() else (None, ""))
+    if args.quick:
+        print(quick_note(args, heldout), file=sys.stderr)
     rep = evaluate(model, ds, vocab, n_z=args.n_z, repeats=args.repeats, seed=args.seed,
-                   batch_size=args.batch_size, bleu=not args.no_bleu, progress=True, device=device,
-                   precision=args.precision,
+                   batch_size=args.batch_size, bleu=not (args.no_bleu or args.quick), progress=True, device=device,
+                   precision=args.precision, objective=info.get("train", {}).get("objective"), heldout=heldout,
+                   valid_ds=valid_ds, valid_what=valid_what,
                    **eval_extras(model, vocab, ds, corpus, train_ds, args.iwae_k, args.agg_prior_m, args.seed,
                                  args.batch_size, device))
     per_sentence = rep.pop("per_sentence")
     rep = {"model": str(args.model), "split": args.split, "corpus": corpus,
            "objective": info.get("train", {}).get("objective"), **rep}
+    if args.quick:
+        rep["quick"] = quick_note(args, heldout)
     print(format_report(rep))
+    if args.quick:
+        print(rep["quick"])
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=2, default=float))
         print(f"wrote {args.json}", file=sys.stderr)
@@ -118,13 +151,16 @@ def cmd_report(args) -> int:
     cfg = ReportConfig(**{k: getattr(args, k) for k in ReportConfig.__dataclass_fields__})
     cfg.validate()
     reference = parse_reference(args.reference_nll)
+    heldout = _heldout_config(args)
     runs = []
     for path in args.runs:
         model, vocab, info = load_model(path, args.checkpoint, cfg.device)
         ds = _load_eval_split(path, info, cfg.split, args.data_dir, cfg.max_sentences, vocab)
         train_ds = _load_eval_split(path, info, "train", args.data_dir, 0, vocab) if cfg.iwae_k and cfg.agg_prior_m else None
-        runs.append(analyse_run(Path(path).name, model, vocab, info, ds, train_ds, cfg))
-    page = write_report(runs, args.out, cfg, "smim report " + " ".join(sys.argv[2:]), reference)
+        valid = (_valid_split(path, info, cfg.split, args.data_dir, heldout.heldout_valid, vocab)
+                 if cfg.iwae_k and heldout.method_list() else (None, ""))
+        runs.append(analyse_run(Path(path).name, model, vocab, info, ds, train_ds, cfg, heldout=heldout, valid=valid))
+    page = write_report(runs, args.out, cfg, "smim report " + " ".join(sys.argv[2:]), reference, heldout)
     print(f"wrote {page}")
     return 0
 
@@ -153,14 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir")
     e.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     e.add_argument("--n-z", type=int, default=1, help="z samples per sentence for the MELBO")
-    e.add_argument("--repeats", type=int, default=10, help="MELBO repeats for mean/std (paper: 10)")
+    e.add_argument("--repeats", type=int, default=None, help="MELBO repeats for mean/std (paper: 10; --quick: 2)")
     e.add_argument("--batch-size", type=int, default=100)
-    e.add_argument("--max-sentences", type=int, default=0, help="evaluate a fixed random subset (0 = all)")
+    e.add_argument("--max-sentences", type=int, default=None,
+                   help="evaluate a fixed random subset (0 = all, the default; --quick: 200)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--no-bleu", action="store_true")
-    e.add_argument("--iwae-k", type=int, default=100, help="importance samples per sentence (0 = no IWAE)")
+    e.add_argument("--iwae-k", type=int, default=None,
+                   help="importance samples per sentence, every held-out method (default 100, --quick 10; 0 = none)")
+    e.add_argument("--quick", action="store_true",
+                   help="a first look in about a minute (PTB, 512-d, 2 CPU threads): a 200-sentence subset, 2 MELBO "
+                        "repeats, K=10, cheap held-out methods on 20 validation sentences, no BLEU; it prints what it "
+                        "left out. Explicit flags override it")
     e.add_argument("--agg-prior-m", type=int, default=1000,
                    help="training sentences in the aggregate-posterior prior of the held-out IWAE (0 = off)")
+    from .eval.heldout import HeldoutConfig
+    _add_config_flags(e, HeldoutConfig)
     e.add_argument("--json", help="write the report here")
     e.add_argument("--per-sentence", help="write per-sentence values (.npz) here")
     e.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
@@ -181,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(ReportConfig):
         r.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=f.default,
                        help=f"(default: {f.default})")
+    _add_config_flags(r, HeldoutConfig)
     r.set_defaults(func=cmd_report)
     cli_latent.register(sub)  # export, reconstruct, sample, interpolate, encode, neighbors
     from . import cli_qa; cli_qa.register(sub)  # qa rank, answer, baselines, convert-yahoocqa

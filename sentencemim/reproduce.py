@@ -485,7 +485,7 @@ def _seed_table(analyses: list) -> list[str]:
     return L
 
 
-_HELD_OUT = ("elbo", "iwae", "iwae_train_prior")
+_HELD_OUT = ("elbo", "iwae", "iwae_train_prior", "heldout", "heldout_train_prior")
 
 
 def _best_held_out(rep: dict) -> str | None:

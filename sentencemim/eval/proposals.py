@@ -63,8 +63,8 @@ class FromPrior:
     def sample(self, n, gen):
         return self.prior.sample((n, self.b), gen, self.like.device, self.like.dtype)
 
-    def log_prob(self, z):
-        return self.prior.log_prob(z)
+    def log_prob(self, z, log_prior=None):
+        return self.prior.log_prob(z) if log_prior is None else log_prior
 
 
 class Defensive:
@@ -80,11 +80,12 @@ class Defensive:
         from_p = torch.rand(z.shape[:2], generator=gen, device=z.device) >= self.a  # (n, B)
         return torch.where(from_p[..., None], self.p.sample(n, gen), z)
 
-    def log_prob(self, z):
+    def log_prob(self, z, log_prior=None):
+        """log_prior: log P(z) when the caller has it already (the mixture's is costly)."""
         lr = self.r.log_prob(z)
         if self.a >= 1.0:
             return lr
-        return torch.logaddexp(math.log(self.a) + lr, math.log1p(-self.a) + self.p.log_prob(z))
+        return torch.logaddexp(math.log(self.a) + lr, math.log1p(-self.a) + self.p.log_prob(z, log_prior))
 
 
 class Components:
@@ -181,7 +182,8 @@ def log_weights(model, ds: Dataset, prior, make, k: int, batch_size: int = 20, m
             n = min(c, k - s)
             z = r.sample(n, gen)  # (n, B, d)
             rec, _ = scorer.nll(b.dec_in, b.dec_tgt, z)
-            lw = -rec.double() + prior.log_prob(z) - r.log_prob(z)
+            lp = prior.log_prob(z)
+            lw = -rec.double() + lp - (r.log_prob(z, lp) if isinstance(r, (Defensive, FromPrior)) else r.log_prob(z))
             out[np.asarray(idx), s:s + n] = lw.cpu().numpy().T
         bar.update()
     bar.close()
