@@ -41,7 +41,7 @@ from . import bounds
 from .data import Dataset
 from .decoding import decode
 from .entropy import knn_entropy, std_normal_entropy
-from .eval.heldout import HeldoutConfig, heldout_bounds
+from .eval.heldout import HeldoutConfig, entry_fields, format_heldout, heldout_bounds
 from .metrics import bleu_scores
 from .model import SentenceAE, kl_std_normal
 from .progress import Progress
@@ -304,7 +304,9 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
                                      device, progress, precision, q_logw=-w["rec"] + lp - w["log_q"],
                                      valid_what=valid_what)
                 if res:
-                    report["heldout" + tag] = heldout_entry(res, tokens)
+                    m = res["methods"][res["chosen"]]
+                    b = _bound(f"tightest ({res['chosen']})", res["prior"], m["samples"], res["per_sentence"], tokens)
+                    report["heldout" + tag] = entry_fields(res, b)
                     per["heldout" + tag] = res["per_sentence"]
                 timing["heldout" + tag] = time.perf_counter() - t0
     else:
@@ -352,44 +354,6 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
     report["timing_s"] = timing
     report["per_sentence"] = per
     return report
-
-
-def heldout_entry(res: dict, tokens: np.ndarray) -> dict:
-    """The report entry of a `heldout_bounds` result: a labelled bound (as _bound) plus the
-    chosen method's settings, ESS, convergence, and every method's own figures."""
-    m = res["methods"][res["chosen"]]
-    out = _bound(f"tightest ({res['chosen']})", res["prior"], m["samples"], res["per_sentence"], tokens)
-    out.update({k: m[k] for k in ("settings", "k", "ess_mean", "ess_median", "ess_min", "khat_median",
-                                  "khat_share_above_0.7", "convergence",
-                                  "convergence_what", "valid_nll_per_sentence") if k in m})
-    if "steps" in m:
-        out["steps"] = m["steps"]
-    out.update(method=res["chosen"], chosen_on=res["what"], methods=res["methods"])
-    if "bdmc" in res:
-        out["bdmc"] = res["bdmc"]
-    out["what"] += (f"; {res['what']}; ESS = (sum w)^2 / sum w^2 per sentence (of {m['k']} "
-                    f"{'chains' if 'steps' in m else 'samples'})")
-    return out
-
-
-def format_heldout(b: dict) -> list[str]:
-    """Lines for one tightest-bound entry: method, settings, ESS, convergence, the other methods."""
-    conv = ", ".join(f"{k}: {v:.3f}" for k, v in b["convergence"].items())
-    unit = "chains" if "steps" in b else "samples"
-    L = [f"  tightest held-out bound, prior {b['prior']}: {b['nll_per_sentence']:.3f} nats/sentence by "
-         f"'{b['method']}' [{b['settings']}], {b['samples']}; ESS mean {b['ess_mean']:.1f} / median "
-         f"{b['ess_median']:.1f} / min {b['ess_min']:.1f} of {b['k']} {unit}; Pareto k-hat median "
-         f"{b['khat_median']:.2f} ({100 * b['khat_share_above_0.7']:.0f}% of sentences > 0.7); "
-         f"{b['convergence_what']}: {conv}; chosen on {b['chosen_on'].split(' on ', 1)[-1]}"]
-    for name, m in b["methods"].items():
-        L.append(f"    {name:<11} {m['nll_per_sentence']:>10.3f} (validation {m['valid_nll_per_sentence']:.3f}); "
-                 f"ESS mean {m['ess_mean']:.1f}; k-hat median {m['khat_median']:.2f}; {m['settings']}; "
-                 f"{m['time_s']:.0f} s")
-    if "bdmc" in b:
-        d = b["bdmc"]
-        L.append(f"    BDMC ({d['what']}): upper {d['upper_mean']:.3f}, lower {d['lower_mean']:.3f}, "
-                 f"gap {d['gap_mean']:.3f}")
-    return L
 
 
 def _num(x, fmt=".3f"):

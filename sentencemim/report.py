@@ -32,7 +32,8 @@ import numpy as np
 from . import bounds
 from .config import PRECISIONS
 from .errors import UserError
-from .evaluate import (BOUND_ORDER, eval_extras, evaluate, format_heldout, melbo_size_to_match, melbo_vs_size,
+from .eval.heldout import format_heldout
+from .evaluate import (BOUND_ORDER, eval_extras, evaluate, melbo_size_to_match, melbo_vs_size,
                        per_sentence_arrays)
 
 

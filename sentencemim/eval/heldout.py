@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -123,10 +123,6 @@ class HeldoutConfig:
 
     def ais_step_list(self) -> list[int]:
         return sorted({int(v) for v in _floats(self.ais_steps, "ais_steps")})
-
-
-def config_fields() -> list:
-    return list(fields(HeldoutConfig))
 
 
 class _Run:
@@ -307,3 +303,40 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
                     f"{', '.join(methods)}, ranked by mean bound + its estimated standard deviation "
                     f"sqrt(1/ESS - 1/K), those with median Pareto k-hat <= {KHAT_MAX} there first; settings "
                     "also chosen there"}
+
+
+def entry_fields(res: dict, bound: dict) -> dict:
+    """The report entry of a `heldout_bounds` result: `bound` (evaluate's labelled bound of
+    the chosen method's per-sentence values) plus the method, its settings, ESS, k-hat,
+    convergence, and every method's own figures."""
+    m = res["methods"][res["chosen"]]
+    out = dict(bound)
+    out.update({k: m[k] for k in ("settings", "k", "steps", "ess_mean", "ess_median", "ess_min", "khat_median",
+                                  "khat_share_above_0.7", "convergence", "convergence_what",
+                                  "valid_nll_per_sentence") if k in m})
+    out.update(method=res["chosen"], chosen_on=res["what"], methods=res["methods"])
+    if "bdmc" in res:
+        out["bdmc"] = res["bdmc"]
+    out["what"] += (f"; {res['what']}; ESS = (sum w)^2 / sum w^2 per sentence (of {m['k']} "
+                    f"{'chains' if 'steps' in m else 'samples'})")
+    return out
+
+
+def format_heldout(b: dict) -> list[str]:
+    """Lines for one tightest-bound entry: method, settings, ESS, k-hat, convergence, the other methods."""
+    conv = ", ".join(f"{k}: {v:.3f}" for k, v in b["convergence"].items())
+    unit = "chains" if "steps" in b else "samples"
+    L = [f"  tightest held-out bound, prior {b['prior']}: {b['nll_per_sentence']:.3f} nats/sentence by "
+         f"'{b['method']}' [{b['settings']}], {b['samples']}; ESS mean {b['ess_mean']:.1f} / median "
+         f"{b['ess_median']:.1f} / min {b['ess_min']:.1f} of {b['k']} {unit}; Pareto k-hat median "
+         f"{b['khat_median']:.2f} ({100 * b['khat_share_above_0.7']:.0f}% of sentences > 0.7); "
+         f"{b['convergence_what']}: {conv}; chosen on {b['chosen_on'].split(' on ', 1)[-1]}"]
+    for name, m in b["methods"].items():
+        L.append(f"    {name:<11} {m['nll_per_sentence']:>10.3f} (validation {m['valid_nll_per_sentence']:.3f}); "
+                 f"ESS mean {m['ess_mean']:.1f}; k-hat median {m['khat_median']:.2f}; {m['settings']}; "
+                 f"{m['time_s']:.0f} s")
+    if "bdmc" in b:
+        d = b["bdmc"]
+        L.append(f"    BDMC ({d['what']}): upper {d['upper_mean']:.3f}, lower {d['lower_mean']:.3f}, "
+                 f"gap {d['gap_mean']:.3f}")
+    return L
