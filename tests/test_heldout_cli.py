@@ -89,3 +89,14 @@ def test_benchmark_script_runs_on_a_tiny_model(tiny_run, monkeypatch, capsys):
     assert "gain vs q" in out and "components" in out and out.count("prior ") >= 2
     q_rows = [l for l in out.splitlines() if l.strip().startswith("q ")]
     assert len(q_rows) == 2 and all("+0.000" in l for l in q_rows)  # q gains nothing over itself
+
+
+def test_methods_run_without_gauss_and_for_an_ae(tiny_model, tiny_dataset):
+    """defensive and fitted start from q (an AE: a fixed std around its mean) when gauss is not run."""
+    from sentencemim.eval.heldout import HeldoutConfig, heldout_bounds
+    tiny_model.eval()
+    cfg = HeldoutConfig(heldout_methods="defensive,fitted", fit_steps=2, defensive_weights="0.5")
+    for objective, start in (("mim", "q's std x 1"), ("ae", "std 0.3")):
+        res = heldout_bounds(tiny_model, tiny_dataset, tiny_dataset, None, cfg, 4, objective)
+        assert set(res["methods"]) == {"defensive", "fitted"} and start in res["methods"]["defensive"]["settings"]
+        assert np.all(np.isfinite(res["per_sentence"]))

@@ -140,6 +140,10 @@ class _Run:
         self.chosen: dict = {}  # method -> chosen setting (gauss feeds defensive and fitted)
 
     # ---------------------------------------------------------------- proposal factories
+    def gauss_setting(self):
+        """gauss's chosen setting; without a gauss run, q itself (an AE: std 0.3 around the mean)."""
+        return self.chosen.get("gauss", ("std", 0.3) if self.deterministic else ("widen", 1.0))
+
     def _gauss(self, setting):
         kind, v = setting
         if kind == "widen":
@@ -149,7 +153,7 @@ class _Run:
     def _fitted_params(self, tag, b, mu, lv, scorer, gen):
         key = (tag, tuple(b.index.tolist()))
         if key not in self.cache:
-            r0 = self._gauss(self.chosen.get("gauss", ("widen", 1.0)))(b, mu, lv)
+            r0 = self._gauss(self.gauss_setting())(b, mu, lv)
             self.cache[key] = P.fit_gaussian(scorer, b, self.prior, r0.mean, r0.logstd, self.cfg.fit_steps,
                                              self.cfg.fit_samples, self.cfg.fit_lr, gen)
         return self.cache[key]
@@ -171,7 +175,7 @@ class _Run:
             f = self._gauss(setting)
             return lambda b, mu, lv, sc, g: f(b, mu, lv)
         if method == "defensive":
-            f = self._gauss(self.chosen["gauss"])
+            f = self._gauss(self.gauss_setting())
             return lambda b, mu, lv, sc, g: P.Defensive(f(b, mu, lv), prior, setting, mu)
         if method == "fitted":
             c, a = setting
@@ -201,8 +205,8 @@ class _Run:
         return [None]
 
     def describe(self, method, setting) -> str:
-        g = self.chosen.get("gauss")
-        gd = "" if g is None else (f"q's std x {g[1]:g}" if g[0] == "widen" else f"std {g[1]:g}")
+        g = self.gauss_setting()
+        gd = f"q's std x {g[1]:g}" if g[0] == "widen" else f"std {g[1]:g}"
         if method == "q":
             return "q(z|x)"
         if method == "prior":
