@@ -223,7 +223,8 @@ def pareto_khat(logw: np.ndarray) -> np.ndarray:
         if x[-1] <= 0:
             out[i] = -np.inf  # all tail weights equal: no tail at all
             continue
-        out[i] = _gpd_shape(x)
+        with np.errstate(all="ignore"):  # extreme tails overflow in the fit: k-hat is then huge or NaN
+            out[i] = _gpd_shape(x)
     return out
 
 
