@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import cli_latent
 from .cliargs import Parser, config_flags, device_type, explicit, number
-from .config import PRECISIONS, PRESETS, SPLITS, ModelConfig, ReportConfig, TrainConfig
+from .config import PRECISIONS, PRESETS, SPLITS, HeldoutConfig, ModelConfig, ReportConfig, TrainConfig
 from .errors import UserError
 
 _HIDDEN_MODEL_FIELDS = {"vocab_size", "pad_id", "unk_id", "sos_id", "eos_id"}
@@ -51,11 +51,33 @@ def _load_eval_split(path, info, split, data_dir, max_sentences, vocab):
     return load_eval_split(path, info, split, data_dir, max_sentences, vocab)
 
 
+def _heldout_config(args):
+    """HeldoutConfig from the explicit flags over `base` (the --quick preset or the defaults)."""
+    base = {}
+    if getattr(args, "quick", False):
+        from .evaluate import QUICK
+        base = dict(QUICK["heldout"])
+    cfg = HeldoutConfig(**{**base, **explicit(args, HeldoutConfig)})
+    cfg.validate()
+    return cfg
+
+
+def _valid_split(path, info, split, data_dir, n, vocab):
+    """Sentences for choosing held-out settings: the valid split, or train when valid is scored."""
+    source = "train" if split == "valid" else "valid"
+    ds = _load_eval_split(path, info, source, data_dir, n, vocab)
+    return ds, f"{len(ds)} {source} sentences (seed 0)"
+
+
 def cmd_evaluate(args) -> int:
-    from .evaluate import eval_extras, evaluate, format_report
+    from .evaluate import QUICK, eval_extras, evaluate, format_report, quick_note
     from .modelio import load_model
     from .runtime import resolve_device
     from .scoring import check_precision
+    for name, default in (("repeats", 10), ("iwae_k", 100), ("max_sentences", 0)):
+        if getattr(args, name) is None:
+            setattr(args, name, QUICK[name] if args.quick else default)
+    heldout = _heldout_config(args)
     device = resolve_device(args.device)
     check_precision(args.precision, device)  # before anything is read (numbers are checked by the parser)
     model, vocab, info = load_model(args.model, args.checkpoint, device)
@@ -66,15 +88,24 @@ def cmd_evaluate(args) -> int:
     # the held-out aggregate prior is built from the training split, never from the evaluated one
     train_ds = (_load_eval_split(args.model, info, "train", args.data_dir, 0, vocab)
                 if args.iwae_k and args.agg_prior_m and model.has_latent else None)
+    valid_ds, valid_what = (_valid_split(args.model, info, args.split, args.data_dir, heldout.heldout_valid, vocab)
+                            if args.iwae_k and heldout.method_list() and model.has_latent else (None, ""))
+    if args.quick:
+        print(quick_note(args, heldout), file=sys.stderr)
     rep = evaluate(model, ds, vocab, n_z=args.n_z, repeats=args.repeats, seed=args.seed,
-                   batch_size=args.batch_size, bleu=not args.no_bleu, progress=True, device=device,
-                   precision=args.precision,
+                   batch_size=args.batch_size, bleu=not (args.no_bleu or args.quick), progress=True, device=device,
+                   precision=args.precision, objective=info.get("train", {}).get("objective"), heldout=heldout,
+                   valid_ds=valid_ds, valid_what=valid_what,
                    **eval_extras(model, vocab, ds, corpus, train_ds, args.iwae_k, args.agg_prior_m, args.seed,
                                  args.batch_size, device))
     per_sentence = rep.pop("per_sentence")
     rep = {"model": str(args.model), "split": args.split, "corpus": corpus,
            "objective": info.get("train", {}).get("objective"), **rep}
+    if args.quick:
+        rep["quick"] = quick_note(args, heldout)
     print(format_report(rep))
+    if args.quick:
+        print(rep["quick"])
     if args.json:
         from .rundir import write_atomic
         write_atomic(args.json, json.dumps(rep, indent=2, default=float))
@@ -95,13 +126,16 @@ def cmd_report(args) -> int:
     cfg.validate()
     check_precision(cfg.precision, cfg.device)
     reference = parse_reference(args.reference_nll)
+    heldout = _heldout_config(args)
     runs = []
     for path in args.runs:
         model, vocab, info = load_model(path, args.checkpoint, cfg.device)
         ds = _load_eval_split(path, info, cfg.split, args.data_dir, cfg.max_sentences, vocab)
         train_ds = _load_eval_split(path, info, "train", args.data_dir, 0, vocab) if cfg.iwae_k and cfg.agg_prior_m else None
-        runs.append(analyse_run(Path(path).name, model, vocab, info, ds, train_ds, cfg))
-    page = write_report(runs, args.out, cfg, "smim report " + " ".join(sys.argv[2:]), reference)
+        valid = (_valid_split(path, info, cfg.split, args.data_dir, heldout.heldout_valid, vocab)
+                 if cfg.iwae_k and heldout.method_list() else (None, ""))
+        runs.append(analyse_run(Path(path).name, model, vocab, info, ds, train_ds, cfg, heldout=heldout, valid=valid))
+    page = write_report(runs, args.out, cfg, "smim report " + " ".join(sys.argv[2:]), reference, heldout)
     print(f"wrote {page}")
     return 0
 
@@ -146,20 +180,26 @@ def build_parser() -> Parser:
                    help="which checkpoint of a run directory (default: best)")
     e.add_argument("--n-z", type=number(int, ge=1), default=1, metavar="N",
                    help="MELBO: z samples per sentence (default: 1)")
-    e.add_argument("--repeats", type=number(int, ge=1), default=10, metavar="N",
-                   help="MELBO: repeats for the mean and std (paper: 10; default: 10)")
+    e.add_argument("--repeats", type=number(int, ge=1), default=None, metavar="N",
+                   help="MELBO and sampled BLEU: repeats for the mean and std (paper: 10; default: 10, --quick: 2)")
     e.add_argument("--batch-size", type=number(int, ge=1), default=100, metavar="N",
                    help="sentences per evaluation batch (default: 100)")
-    e.add_argument("--max-sentences", type=number(int, ge=0), default=0, metavar="N",
-                   help="evaluate a fixed random subset of N sentences (0 = all; default: 0)")
+    e.add_argument("--max-sentences", type=number(int, ge=0), default=None, metavar="N",
+                   help="evaluate a fixed random subset of N sentences (0 = all; default: 0, --quick: 200)")
     e.add_argument("--seed", type=number(int, ge=0, le=2 ** 63 - 1), default=0, metavar="N",
                    help="random seed of the z samples and the subset (default: 0)")
     e.add_argument("--no-bleu", action="store_true", help="skip the BLEU of reconstructions")
-    e.add_argument("--iwae-k", type=number(int, ge=0), default=100, metavar="K",
-                   help="importance samples per sentence for IWAE (0 = no IWAE; default: 100)")
+    e.add_argument("--iwae-k", type=number(int, ge=0), default=None, metavar="K",
+                   help="importance samples per sentence, every held-out method (0 = none; default: 100, "
+                        "--quick: 10)")
+    e.add_argument("--quick", action="store_true",
+                   help="a first look in about a minute (PTB, 512-d, 2 CPU threads): a 200-sentence subset, 2 MELBO "
+                        "repeats, K=10, cheap held-out methods on 20 validation sentences, no BLEU; it prints what "
+                        "it left out. Explicit flags override it")
     e.add_argument("--agg-prior-m", type=number(int, ge=0), default=1000, metavar="M",
                    help="training sentences in the aggregate-posterior prior of the held-out IWAE "
                         "(0 = off; default: 1000)")
+    config_flags(e, HeldoutConfig, title="held-out bounds (eval.heldout)")
     e.add_argument("--json", metavar="FILE", help="also write the report as JSON here")
     e.add_argument("--per-sentence", metavar="FILE", help="write per-sentence values (.npz) here")
     e.add_argument("--device", default="auto", type=device_type,
@@ -181,6 +221,7 @@ def build_parser() -> Parser:
     r.add_argument("--reference-nll", action="append", metavar="LABEL=NATS",
                    help="another model's NLL per sentence for the Fig. 5 extrapolation (repeatable)")
     config_flags(r, ReportConfig, defaults_from_config=True, title="evaluation (ReportConfig)")
+    config_flags(r, HeldoutConfig, title="held-out bounds (eval.heldout)")
     r.set_defaults(func=cmd_report)
     cli_latent.register(sub)  # export, reconstruct, sample, interpolate, encode, neighbors
     from . import cli_qa; cli_qa.register(sub)  # qa rank, answer, baselines, convert-yahoocqa

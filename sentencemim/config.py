@@ -238,3 +238,61 @@ def from_dict(cls, data, source: str = ""):
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
+
+
+# Held-out bounds beyond q-only IWAE (sentencemim.eval): the proposals and AIS of issue #12.
+HELDOUT_METHODS = ("q", "prior", "gauss", "defensive", "fitted", "components", "ais")
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        vals = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--{name.replace('_', '-')} expects comma-separated numbers, got {text!r}") from None
+    return vals
+
+
+@dataclass
+class HeldoutConfig:
+    """Held-out bounds beyond q-only IWAE (sentencemim.eval.heldout). K is --iwae-k."""
+
+    heldout_methods: str = _f("q,prior,gauss,defensive,fitted,components",
+                              f"comma-separated methods among {','.join(HELDOUT_METHODS)} ('' = none); the reported bound "
+                              "is the one with the lowest bound on the validation sentences")
+    heldout_valid: int = _f(100, "validation sentences on which settings and the method are chosen", ge=1)
+    widen_factors: str = _f("1,3,10,30,100", "gauss: factors on q's std")
+    fixed_stds: str = _f("0.03,0.1,0.3,1", "gauss: fixed stds around q's mean")
+    defensive_weights: str = _f("0.5,0.8,0.95", "defensive: weights a of a r + (1 - a) P, each in (0, 1]")
+    fit_steps: int = _f(20, "fitted: Adam steps per sentence", ge=1)
+    fit_samples: int = _f(2, "fitted: z samples per Adam step", ge=1)
+    fit_lr: float = _f(0.05, "fitted: Adam learning rate, > 0", gt=0.0)
+    component_candidates: int = _f(100, "components: nearest mixture components decoded per sentence", ge=1)
+    ais_steps: str = _f("20,100", "ais: annealing step counts (the largest is reported, all shown for convergence)")
+    ais_chains: int = _f(16, "ais: chains per sentence", ge=1)
+    ais_pilot_chains: int = _f(4, "ais: extra chains that only adapt the step size", ge=0)
+    ais_leapfrog: int = _f(5, "ais: leapfrog steps per HMC transition", ge=1)
+    bdmc_sentences: int = _f(0, "ais: BDMC sandwich on this many sentences sampled from the model (0 = off)", ge=0)
+
+    def validate(self) -> None:
+        bad = [m for m in self.method_list() if m not in HELDOUT_METHODS]
+        if bad:
+            raise UserError(f"unknown held-out method(s) {', '.join(bad)}; choose among {', '.join(HELDOUT_METHODS)}")
+        for name in ("heldout_valid", "fit_steps", "fit_samples", "component_candidates", "ais_chains",
+                     "ais_leapfrog"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.ais_pilot_chains < 0 or self.bdmc_sentences < 0 or self.fit_lr <= 0:
+            raise UserError("--ais-pilot-chains and --bdmc-sentences must be >= 0, --fit-lr > 0")
+        for name in ("widen_factors", "fixed_stds", "ais_steps"):
+            if any(v <= 0 for v in _floats(getattr(self, name), name)):
+                raise UserError(f"--{name.replace('_', '-')} must be positive numbers")
+        if any(not 0 < a <= 1 for a in _floats(self.defensive_weights, "defensive_weights")):
+            raise UserError("--defensive-weights must lie in (0, 1]")
+        if not self.ais_step_list() and "ais" in self.method_list():
+            raise UserError("--ais-steps needs at least one step count")
+
+    def method_list(self) -> list[str]:
+        return [m.strip() for m in self.heldout_methods.split(",") if m.strip()]
+
+    def ais_step_list(self) -> list[int]:
+        return sorted({int(v) for v in _floats(self.ais_steps, "ais_steps")})

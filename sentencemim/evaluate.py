@@ -13,6 +13,13 @@ printed with its bound, prior, sample count and <eos> convention:
       and the single-sample form -log p(x|z_1) - log N(z_1) + log q(z_1|x).
   IWAE_K (bounds.py), prior N(0, I) and prior = mixture of the posteriors of M
       *training* sentences. Both are held-out bounds; IWAE_1 is the single-sample ELBO.
+  Tightest held-out bound (sentencemim.eval.heldout), both priors: importance sampling
+      with better proposals than q (widened q, defensive mixtures, fitted Gaussians,
+      reweighted mixture components) and AIS, settings and method chosen on validation
+      sentences, each with its ESS and the bound at several K (or AIS steps).
+
+An AE (objective "ae") has a deterministic encoder: its reconstruction, MELBO and BLEU
+use z = the posterior mean; its held-out bounds use proposals centred on the mean.
 
 Perplexity = exp(sum of sentence NLLs / number of tokens), two conventions:
   words+<eos>   <eos> in numerator and denominator (what peers report; the default)
@@ -34,6 +41,7 @@ from . import bounds
 from .data import Dataset
 from .decoding import decode
 from .entropy import knn_entropy, std_normal_entropy
+from .eval.heldout import HeldoutConfig, entry_fields, format_heldout, heldout_bounds
 from .metrics import bleu_scores
 from .model import SentenceAE, kl_std_normal
 from .progress import Progress
@@ -57,6 +65,9 @@ PER_SENTENCE_WHAT = {
     "iwae": "-IWAE_K, prior N(0,I)",
     "elbo_single_train_prior": "single-sample -ELBO, prior = training aggregate posterior",
     "iwae_train_prior": "-IWAE_K, prior = training aggregate posterior",
+    "heldout": "tightest held-out bound, prior N(0,I) (method chosen on validation sentences; see the report)",
+    "heldout_train_prior": "tightest held-out bound, prior = training aggregate posterior (method chosen on "
+                           "validation sentences)",
     "true_nll": "exact -log p(x) under the generating HMM (corpus synthetic)",
     "nll": "exact -log p(x) of the language model, words + <eos>",
     "nll_eos": "the <eos> term of nll",
@@ -86,30 +97,33 @@ BLEU_MODES = (("sample", "sample"), ("sample", "greedy"), ("mean", "greedy"))
 @torch.no_grad()
 def sentence_terms(model: SentenceAE, ds: Dataset, n_z: int = 1, batch_size: int = 100,
                    seed: int = 0, device="cpu", progress: bool = False, at_mean: bool = True,
-                   precision: str = "fp32") -> dict:
+                   precision: str = "fp32", deterministic: bool = False, desc: str = "evaluate") -> dict:
     """Per-sentence arrays in dataset order: rec (mean over n_z samples z ~ q of
-    -log p(x|z)), rec_eos (its <eos> part), rec_mean (at z = mu; only with at_mean),
-    kl (analytic), tokens (words + 1). Seeded; the global RNG is left untouched."""
+    -log p(x|z); z = mu for a deterministic encoder), rec_eos (its <eos> part), rec_mean
+    (at z = mu; only with at_mean), kl (analytic), tokens (words + 1). Seeded; the global
+    RNG is left untouched."""
     model.eval()
     N = len(ds)
     res = {k: np.zeros(N) for k in ("rec", "rec_eos", "rec_mean", "rec_mean_eos", "kl")}
     res["tokens"] = np.zeros(N, dtype=np.int64)
     batches = ds.eval_batches(batch_size)
-    bar = Progress(len(batches), "evaluate", enabled=progress)
+    bar = Progress(len(batches), desc, enabled=progress)
     scorer = Scorer(model, precision)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for idx in batches:
             b = ds.batch(idx).to(device)
             mu, logvar = model.encode(b.enc_in, b.lengths)
-            z = torch.stack([model.reparameterize(mu, logvar) for _ in range(n_z)])  # (n_z, B, d)
+            z = (mu[None] if deterministic else
+                 torch.stack([model.reparameterize(mu, logvar) for _ in range(n_z)]))  # (n_z, B, d)
             if at_mean:
                 z = torch.cat([z, mu[None]])
             r, e = scorer.nll(b.dec_in, b.dec_tgt, z)
-            terms = {"rec": r[:n_z].double().mean(0), "rec_eos": e[:n_z].double().mean(0),
+            nz = 1 if deterministic else n_z
+            terms = {"rec": r[:nz].double().mean(0), "rec_eos": e[:nz].double().mean(0),
                      "kl": kl_std_normal(mu, logvar)}
             if at_mean:
-                terms["rec_mean"], terms["rec_mean_eos"] = r[n_z], e[n_z]
+                terms["rec_mean"], terms["rec_mean_eos"] = r[nz], e[nz]
             i = b.index.cpu().numpy()
             for k, v in terms.items():
                 res[k][i] = v.double().cpu().numpy()
@@ -189,24 +203,27 @@ def reconstructions(model, ds: Dataset, vocab: Vocab, z_mode: str = "sample", me
 
 
 def bleu_report(model, ds, vocab, modes=BLEU_MODES, batch_size=100, seed=0, device="cpu",
-                repeats: int = 1, progress: bool = False) -> list[dict]:
+                repeats: int = 1, progress: bool = False, deterministic: bool = False) -> list[dict]:
     """BLEU of reconstructions in each (z mode, decoding) mode. A mode with any randomness
     (z ~ q or sampled decoding) is decoded `repeats` times with seeds seed, seed+1, ...: its
     scores are the mean over repeats, with the std beside them (`*_std`); the first repeat's
-    examples are kept. Deterministic modes (z = mean, greedy) are decoded once."""
+    examples are kept. Deterministic modes (z = mean, greedy) are decoded once.
+    deterministic (an AE): z = the posterior mean in every mode."""
     refs = [vocab.decode(s.tolist()) for s in ds.seqs]
     out = []
     for z_mode, method in modes:
-        r_here = repeats if (z_mode == "sample" or method == "sample") else 1
-        bar = Progress(r_here, f"BLEU ({z_mode} z, {method})", enabled=progress)
+        z_here = "mean" if deterministic else z_mode
+        r_here = repeats if (z_here == "sample" or method == "sample") else 1
+        bar = Progress(r_here, f"BLEU ({z_here} z, {method})", enabled=progress)
         scores, first = [], None
         for r in range(r_here):
-            hyps = reconstructions(model, ds, vocab, z_mode, method, batch_size, seed + r, device)
+            hyps = reconstructions(model, ds, vocab, z_here, method, batch_size, seed + r, device)
             scores.append(bleu_scores(refs, hyps))
             first = first or hyps
             bar.update()
         bar.close()
-        z_what = "z ~ q(z|x)" if z_mode == "sample" else "z = mean of q(z|x)"
+        z_what = ("z = mean of q(z|x) (AE: deterministic encoder)" if deterministic else
+                  "z ~ q(z|x)" if z_mode == "sample" else "z = mean of q(z|x)")
         dec_what = "greedy decoding" if method == "greedy" else "sampling at temperature 1"
         rep_what = f", mean of R={r_here} repeats" if r_here > 1 else ""
         keys = scores[0].keys()
@@ -271,16 +288,22 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
              seed: int = 0, batch_size: int = 100, bleu: bool = True, device="cpu",
              progress: bool = False, iwae_k: int = 100, train_prior: bounds.AggregatePrior | None = None,
              true_nll: np.ndarray | None = None, latent: bool = True, max_rows: int = 2048,
-             precision: str = "fp32") -> dict:
+             precision: str = "fp32", objective: str | None = None, heldout: HeldoutConfig | None = None,
+             valid_ds: Dataset | None = None, valid_what: str = "") -> dict:
     """The evaluation report (see module docstring); all NLLs in nats. Per-sentence
-    values are under report["per_sentence"] (dataset order) for histograms. A language
-    model (no latent) gets its exact NLL instead (`evaluate_lm`)."""
+    values are under report["per_sentence"] (dataset order) for histograms. With
+    `heldout` and `valid_ds` (sentences disjoint from ds, for choosing settings), the
+    tightest held-out bounds are added under "heldout" and "heldout_train_prior". A
+    language model (no latent) gets its exact NLL instead (`evaluate_lm`)."""
     if not model.has_latent:
         return evaluate_lm(model, ds, batch_size, device, progress, precision, true_nll)
     N = len(ds)
     timing, t0 = {}, time.perf_counter()
-    runs = [sentence_terms(model, ds, n_z, batch_size, seed + r, device, progress and r == 0, at_mean=r == 0,
-                           precision=precision) for r in range(repeats)]
+    det = objective == "ae"  # deterministic encoder: z = mean, every repeat is the same
+    runs = [sentence_terms(model, ds, n_z, batch_size, seed + r, device, progress, at_mean=r == 0,
+                           precision=precision, deterministic=det, desc=f"MELBO repeat {r + 1}/{repeats}")
+            for r in range(1 if det else repeats)]
+    runs = runs * repeats if det else runs
     first = runs[0]
     tokens = first["tokens"]
     T = int(tokens.sum())
@@ -292,7 +315,8 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
     report = {
         "sentences": N, "tokens_words_eos": T, "words": T - N, "seed": seed,
         "reconstruction": {
-            "what": f"-log p(x|z) per sentence, z ~ q(z|x) ({n_z} sample(s)), words + <eos>, nats",
+            "what": ("-log p(x|z) per sentence, z = mean of q(z|x) (AE: deterministic encoder), words + <eos>, nats"
+                     if det else f"-log p(x|z) per sentence, z ~ q(z|x) ({n_z} sample(s)), words + <eos>, nats"),
             "nll_per_sentence": rec_sum / N,
             "nll_per_sentence_at_mean_z": first["rec_mean"].sum() / N,
             **perplexities(rec_sum, first["rec_eos"].sum(), T),
@@ -300,7 +324,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         "kl": {"what": "KL(q(z|x) || N(0,I)) per sentence, analytic, nats", "mean": float(first["kl"].mean())},
         "melbo": {
             **_bound("MELBO (eqn 16)", "test-set aggregate posterior [uses test data: NOT held-out]",
-                     f"N_z={n_z} per sentence, mean of R={repeats} repeats",
+                     ("z = mean of q (AE)" if det else f"N_z={n_z} per sentence") + f", mean of R={repeats} repeats",
                      first["rec"] + math.log(N), tokens, first["rec_eos"]),
             "n_z": n_z, "repeats": repeats, "log_N": math.log(N),
             **{k: float(np.mean([m[k] for m in mel])) for k in keys},
@@ -334,6 +358,20 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         if train_prior is not None:
             report["iwae_train_prior"]["m"] = train_prior.m
         timing[f"iwae_k{iwae_k}"] = time.perf_counter() - t0
+        if heldout is not None and heldout.method_list() and valid_ds is not None:
+            for tag, agg, lp in (("", None, w["log_p"]), ("_train_prior", train_prior, w.get("log_agg"))):
+                if lp is None:
+                    continue
+                t0 = time.perf_counter()
+                res = heldout_bounds(model, ds, valid_ds, agg, heldout, iwae_k, objective, batch_size, max_rows, seed,
+                                     device, progress, precision, q_logw=-w["rec"] + lp - w["log_q"],
+                                     valid_what=valid_what)
+                if res:
+                    m = res["methods"][res["chosen"]]
+                    b = _bound(f"tightest ({res['chosen']})", res["prior"], m["samples"], res["per_sentence"], tokens)
+                    report["heldout" + tag] = entry_fields(res, b)
+                    per["heldout" + tag] = res["per_sentence"]
+                timing["heldout" + tag] = time.perf_counter() - t0
     else:
         elbo = first["rec"] + first["kl"]
         report["elbo"] = _bound("ELBO", "N(0,I)", f"N_z={n_z} for E_q[-log p(x|z)], analytic KL",
@@ -370,7 +408,8 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         timing["latent"] = time.perf_counter() - t0
     if bleu:
         t0 = time.perf_counter()
-        modes = bleu_report(model, ds, vocab, BLEU_MODES, batch_size, seed, device, repeats, progress)
+        modes = bleu_report(model, ds, vocab, BLEU_MODES, batch_size, seed, device, repeats, progress,
+                            deterministic=det)
         report["bleu"] = {**{k: modes[0][k] for k in ("sentence_bleu1", "corpus_bleu1", "corpus_bleu4",
                                                       "sentence_bleu1_std")},
                           "repeats": modes[0]["repeats"],
@@ -387,7 +426,8 @@ def _num(x, fmt=".3f"):
     return "n/a" if x is None else format(x, fmt) if abs(x) < 1e6 else format(x, ".3g")
 
 
-BOUND_ORDER = ("melbo", "elbo", "elbo_single", "iwae", "elbo_single_train_prior", "iwae_train_prior", "truth")
+BOUND_ORDER = ("melbo", "elbo", "elbo_single", "iwae", "heldout", "elbo_single_train_prior", "iwae_train_prior",
+               "heldout_train_prior", "truth")
 
 
 def format_report(rep: dict) -> str:
@@ -405,7 +445,8 @@ def format_report(rep: dict) -> str:
                      f"{b['nll_per_sentence'] - t:+.3f}")
         return "\n".join(L)
     r = rep["reconstruction"]
-    L.append(f"reconstruction -log p(x|z), z~q(z|x): {r['nll_per_sentence']:.3f} nats/sentence "
+    zw = "z=mean (AE)" if "AE" in r.get("what", "") else "z~q(z|x)"
+    L.append(f"reconstruction -log p(x|z), {zw}: {r['nll_per_sentence']:.3f} nats/sentence "
              f"(at z=mean: {r['nll_per_sentence_at_mean_z']:.3f}); "
              f"PPL {r['ppl_words_eos']:.3f} [words+<eos>], {r['ppl_paper']:.3f} [paper convention]")
     L.append(f"KL(q(z|x)||N(0,I)): {rep['kl']['mean']:.3f} nats/sentence")
@@ -428,6 +469,9 @@ def format_report(rep: dict) -> str:
         if truth is not None:
             line += f" {b['nll_per_sentence'] - truth['nll_per_sentence']:>+12.3f}"
         L.append(line)
+    for key in ("heldout", "heldout_train_prior"):
+        if key in rep:
+            L += format_heldout(rep[key])
     if "latent" in rep:
         a = rep["latent"]
         L.append(f"latent ({a['dim']}-d): MI estimate I(x;z) {a['mutual_information']:.3f} nats (<= log N); "
@@ -440,6 +484,20 @@ def format_report(rep: dict) -> str:
             L.append(f"BLEU, {b['what']}: sentence BLEU-1 (paper's, averaged) {b['sentence_bleu1']:.4f}{sd}; "
                      f"corpus BLEU-1 {b['corpus_bleu1']:.4f}; corpus BLEU-4 {b['corpus_bleu4']:.4f}")
     return "\n".join(L)
+
+
+# `smim evaluate --quick`: about a minute on PTB test with a 512-d model on 2 CPU threads
+QUICK = {"max_sentences": 200, "repeats": 2, "iwae_k": 10,
+         "heldout": {"heldout_methods": "q,gauss,components", "heldout_valid": 20,
+                     "widen_factors": "10,100", "fixed_stds": "0.1,0.3", "component_candidates": 10}}
+
+
+def quick_note(args, heldout: HeldoutConfig) -> str:
+    """What --quick left out, for the log and the report."""
+    return (f"--quick: {args.max_sentences or 'all'} sentences (subset, seed 0), {args.repeats} MELBO repeats, "
+            f"K={args.iwae_k} samples, held-out methods {heldout.heldout_methods} chosen on {heldout.heldout_valid} "
+            f"validation sentences (no prior-only, defensive or fitted proposals, no AIS), no BLEU; drop --quick for the full "
+            "evaluation")
 
 
 def resolve_device(name: str) -> torch.device:

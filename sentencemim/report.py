@@ -3,8 +3,10 @@
 For every run (run directory, model directory or checkpoint) on its corpus's test split:
 
     table  NLL bounds  MELBO (eqn 16, test-set prior), ELBO (analytic KL, single sample), IWAE_K
-                       under N(0, I) and under a training-set aggregate prior; true NLL on
-                       corpus synthetic. PPL in both <eos> conventions.
+                       and the tightest held-out bound (sentencemim.eval.heldout: method and
+                       settings chosen on validation sentences, with ESS, Pareto k-hat and
+                       the bound at several K) under N(0, I) and under a training-set
+                       aggregate prior; true NLL on corpus synthetic. PPL in both <eos> conventions.
     table  latent      KL, MI estimate, active units, kNN entropy vs N(0, I) (Table 6)
     table  BLEU        three decoding modes (Table 7)
     fig 3  histograms of log p(x_i|z_j) and log q(z_i|x_j), i = j vs i != j
@@ -30,16 +32,21 @@ import numpy as np
 from . import bounds
 from .config import ReportConfig  # noqa: F401 - defined with the other configs; imported from here too
 from .errors import UserError
+from .eval.heldout import format_heldout
 from .evaluate import (BOUND_ORDER, eval_extras, evaluate, melbo_size_to_match, melbo_vs_size,
                        per_sentence_arrays)
 
 
-def analyse_run(name: str, model, vocab, info: dict, ds, train_ds, cfg: ReportConfig, progress=True) -> dict:
-    """Everything the page shows for one model; per-sentence arrays under 'per_sentence'."""
+def analyse_run(name: str, model, vocab, info: dict, ds, train_ds, cfg: ReportConfig, progress=True,
+                heldout=None, valid=(None, "")) -> dict:
+    """Everything the page shows for one model; per-sentence arrays under 'per_sentence'.
+    heldout: an eval.heldout.HeldoutConfig; valid: (sentences to choose its settings on, label)."""
     corpus = info.get("train", {}).get("corpus")
     t0 = time.perf_counter()
     rep = evaluate(model, ds, vocab, n_z=cfg.n_z, repeats=cfg.repeats, seed=cfg.seed, batch_size=cfg.batch_size,
                    progress=progress, max_rows=cfg.max_rows, device=cfg.device, precision=cfg.precision,
+                   objective=info.get("train", {}).get("objective"), heldout=heldout, valid_ds=valid[0],
+                   valid_what=valid[1],
                    **eval_extras(model, vocab, ds, corpus, train_ds, cfg.iwae_k, cfg.agg_prior_m, cfg.seed,
                                  cfg.batch_size, cfg.device))
     rep["timing_s"]["evaluate_total"] = time.perf_counter() - t0
@@ -69,10 +76,10 @@ def _targets(runs: list[dict], i: int, reference: dict) -> dict:
     out = {}
     for j, r in enumerate(runs):
         rep = r["report"]
-        for key in ("iwae", "iwae_train_prior"):
+        for key in ("iwae", "iwae_train_prior", "heldout", "heldout_train_prior"):
             if key in rep:
                 who = "this model" if j == i else r["name"]
-                prior = "N(0,I)" if key == "iwae" else "training aggregate posterior"
+                prior = "N(0,I)" if key in ("iwae", "heldout") else "training aggregate posterior"
                 out[f"{rep[key]['bound']}, prior {prior} ({who})"] = rep[key]["nll_per_sentence"]
         if "truth" in rep and j == i:
             out["true NLL (HMM)"] = rep["truth"]["nll_per_sentence"]
@@ -140,8 +147,9 @@ def _fig5(run, targets, path, max_log10=60):
     plt.close(fig)
 
 
-SHORT_PRIOR = {"melbo": "test-set aggregate posterior", "elbo": "N(0,I)", "iwae": "N(0,I)",
-               "iwae_train_prior": "training aggregate posterior", "truth": "HMM"}
+SHORT_PRIOR = {"melbo": "test-set aggregate posterior", "elbo": "N(0,I)", "iwae": "N(0,I)", "heldout": "N(0,I)",
+               "iwae_train_prior": "training aggregate posterior",
+               "heldout_train_prior": "training aggregate posterior", "truth": "HMM"}
 
 
 def _fig6(run, path):
@@ -151,7 +159,7 @@ def _fig6(run, path):
     keys = [k for k in BOUND_ORDER if col[k] in per and not k.startswith("elbo_single")]
     # one x range for all; a bound whose bulk lies far outside it is named, not drawn
     lo = min(np.percentile(per[col[k]], 0.5) for k in keys)
-    hi = max(np.percentile(per[col[k]], 99.5) for k in keys if k != "iwae_train_prior")
+    hi = max(np.percentile(per[col[k]], 99.5) for k in keys if k not in ("iwae_train_prior", "heldout_train_prior"))
     fig, ax = plt.subplots(figsize=(7, 4))
     off = []
     for i, key in enumerate(keys):
@@ -206,8 +214,12 @@ def markdown(runs: list[dict], cfg: ReportConfig, targets: list[dict], command: 
             if "truth" in rep:
                 row += f" {b['nll_per_sentence'] - rep['truth']['nll_per_sentence']:+.2f} |"
             L.append(row)
+        for key in ("heldout", "heldout_train_prior"):
+            if key in rep:
+                L += [""] + ["- " + _cell(line.strip()) for line in format_heldout(rep[key])]
         rc = rep["reconstruction"]
-        L += ["", f"Reconstruction -log p(x|z), z ~ q(z|x): {rc['nll_per_sentence']:.2f} nats/sentence "
+        L += ["", f"Reconstruction -log p(x|z), {'z = mean (AE)' if 'AE' in rc['what'] else 'z ~ q(z|x)'}: "
+                  f"{rc['nll_per_sentence']:.2f} nats/sentence "
                   f"(z = mean: {rc['nll_per_sentence_at_mean_z']:.2f}); MELBO (std) is over "
                   f"{rep['melbo']['repeats']} repeats; log N = {rep['melbo']['log_N']:.2f}.", ""]
         a = rep.get("latent")
@@ -270,7 +282,7 @@ def _slug(run):
 
 
 def write_report(runs: list[dict], out: str | Path, cfg: ReportConfig, command: str,
-                 reference: dict | None = None) -> Path:
+                 reference: dict | None = None, heldout=None) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     targets = [_targets(runs, i, reference or {}) for i in range(len(runs))]
@@ -284,7 +296,8 @@ def write_report(runs: list[dict], out: str | Path, cfg: ReportConfig, command: 
         rep = {k: v for k, v in r["report"].items() if k != "per_sentence"}
         rep["fig5"]["log10_size_to_match"] = {k: melbo_size_to_match(rep["fig5"]["rec_mean"], t) for k, t in tg.items()}
         results.append({k: v for k, v in r.items() if k not in ("report", "cross")} | {"report": rep})
-    (out / "results.json").write_text(json.dumps({"command": command, "config": asdict(cfg), "runs": results},
+    (out / "results.json").write_text(json.dumps({"command": command, "config": asdict(cfg), "runs": results,
+                                                  "heldout_config": asdict(heldout) if heldout else None},
                                                  indent=1, default=float))
     (out / "report.md").write_text(markdown(runs, cfg, targets, command))
     return out / "report.md"

@@ -16,6 +16,11 @@ MELBO's N_z x R samples, the n x n cross terms of Fig. 3. `SentenceAE.token_nll`
    (a (tokens x samples) x V logit matrix is never materialised), through oneDNN on
    the CPU, which here is ~25% faster than the default sgemm for this shape.
 
+`nll_grad` returns d(-log p(x|z))/dz as well (for HMC and fitted proposals): the same
+recurrence under autograd, with the vocabulary projection in a custom autograd function
+that keeps d nll / d state (rows x H) instead of the (rows x V) logits, so the memory is
+that of the GRU states, not of T x V logits per row. It always runs in the model's dtype.
+
 `precision="bf16"` runs the vocabulary projection in bfloat16: the logits come out
 rounded to bfloat16 (about 3 significant digits) and the log-softmax is computed from
 them in float32. Faster on CPUs with AVX512-BF16, but not exact: docs/evaluation.md
@@ -86,6 +91,30 @@ def check_precision(precision: str, device) -> None:
             raise UserError(f"--precision bf16: {why}; use --precision fp32")
 
 
+class _TokenNLL(torch.autograd.Function):
+    """-log softmax(h W^T + b)[tgt] per row (rows,), differentiable in h only. The forward
+    computes d nll / d h = (softmax - onehot) W chunk by chunk and saves it: (rows, H)."""
+
+    @staticmethod
+    def forward(ctx, h, w, b, tgt, chunk):
+        nll = torch.empty(h.shape[0], dtype=h.dtype, device=h.device)
+        grad_h = torch.empty_like(h)
+        for s in range(0, h.shape[0], chunk):
+            logits = F.linear(h[s:s + chunk], w, b)  # (c, V)
+            t = tgt[s:s + chunk, None]
+            lse = torch.logsumexp(logits, 1, keepdim=True)
+            nll[s:s + chunk] = (lse - logits.gather(1, t))[:, 0]
+            p = torch.exp(logits - lse).scatter_add_(1, t, torch.full_like(t, -1, dtype=logits.dtype))
+            grad_h[s:s + chunk] = p @ w  # (c, H)
+        ctx.save_for_backward(grad_h)
+        return nll
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad_h,) = ctx.saved_tensors
+        return g[:, None] * grad_h, None, None, None, None
+
+
 class Scorer:
     """Reads the weights of an eval-mode `SentenceAE` once; `nll` refuses to run if any
     parameter has been changed in place since (build a new Scorer then)."""
@@ -106,6 +135,7 @@ class Scorer:
                                      for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh")))
         w_ih0 = self.layers[0][0]
         self.w_e, self.w_z = w_ih0[:, :E].contiguous(), w_ih0[:, E:].contiguous()
+        self.w_h0, self.b_h0 = model.z_to_hidden.weight.detach(), model.z_to_hidden.bias.detach()  # init_hidden
         w, b = model.out.weight.detach(), model.out.bias.detach()
         self.param_dtype = w.dtype
         self.per_step = w.device.type == "cpu"
@@ -113,6 +143,8 @@ class Scorer:
         self.dtype = torch.bfloat16 if precision == "bf16" else w.dtype
         self.out = _onednn_linear(model.out, self.dtype)
         self.w_out, self.b_out = w.to(self.dtype), b.to(self.dtype)
+        self.w_exact, self.b_exact = w, b  # the differentiable path runs in the model's dtype
+        self._grad = False
         self._versions = self._param_versions()
 
     def _param_versions(self):
@@ -125,6 +157,8 @@ class Scorer:
 
     def _token_nll(self, states: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """-log softmax(out(states))[tgt] per row, in chunks whose logits fit in cache."""
+        if self._grad:
+            return _TokenNLL.apply(states, self.w_exact, self.b_exact, tgt, self.chunk)
         nll = torch.empty(states.shape[0], dtype=self.param_dtype, device=states.device)
         for s in range(0, states.shape[0], self.chunk):
             logits = self._logits(states[s:s + self.chunk])  # (c, V)
@@ -140,6 +174,23 @@ class Scorer:
         """-log p(x_b|z_sb) for codes z (S, B, d) of the B sentences of a batch (dec_in,
         dec_tgt: (B, T)). Returns (rec, rec_eos), each (S, B): words + <eos>, and the
         <eos> term alone. Equal to token_nll on the rows up to float rounding."""
+        return self._run(dec_in, dec_tgt, z)
+
+    def nll_grad(self, dec_in: torch.Tensor, dec_tgt: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rec, d rec / dz): -log p(x_b|z_sb) (S, B) and its gradient in z (S, B, d), in the
+        model's dtype whatever the precision. Rows are independent, so the gradient of the
+        sum is every row's own gradient."""
+        self._grad = True
+        try:
+            with torch.enable_grad():
+                z = z.detach().to(self.param_dtype).requires_grad_(True)
+                rec, _ = self._run(dec_in, dec_tgt, z)
+                (g,) = torch.autograd.grad(rec.sum(), z)
+        finally:
+            self._grad = False
+        return rec.detach(), g
+
+    def _run(self, dec_in, dec_tgt, z):
         model, cfg = self.model, self.cfg
         if model.training:
             raise RuntimeError("Scorer is for evaluation: call model.eval() first")
@@ -149,9 +200,10 @@ class Scorer:
         T = dec_in.shape[1]
         H, L = cfg.hidden_dim, cfg.num_layers
         z = z.to(self.param_dtype)
-        gx_e = F.linear(model.embedding(dec_in), self.w_e, self.layers[0][1])  # (B, T, 3H): once per sentence
+        with torch.no_grad():  # z-independent
+            gx_e = F.linear(model.embedding(dec_in), self.w_e, self.layers[0][1])  # (B, T, 3H): once per sentence
         gx_z = (z.reshape(S * B, d) @ self.w_z.T).view(S, B, 3 * H)  # (S, B, 3H): once per sample
-        h = list(model.init_hidden(z.reshape(S * B, d)).view(L, S, B, H).unbind(0))
+        h = list(F.linear(z.reshape(S * B, d), self.w_h0, self.b_h0).view(S, B, L, H).permute(2, 0, 1, 3).unbind(0))
         real = dec_tgt != cfg.pad_id  # (B, T)
         rec = torch.zeros(S, B, dtype=self.param_dtype, device=z.device)
         rec_eos = torch.zeros_like(rec)

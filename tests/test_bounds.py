@@ -11,6 +11,7 @@ import torch
 from sentencemim import bounds
 from sentencemim.config import ModelConfig
 from sentencemim.data import Dataset
+from sentencemim.eval.heldout import HeldoutConfig
 from sentencemim.evaluate import (BOUND_ORDER, evaluate, format_report, melbo, melbo_size_to_match,
                                   melbo_vs_size, perplexities)
 from sentencemim.model import SentenceAE, kl_std_normal, log_normal
@@ -122,9 +123,12 @@ def test_melbo_vs_size_and_extrapolation():
 def test_evaluate_report_is_labelled(tiny_model, tiny_vocab, tiny_dataset):
     prior = bounds.training_prior(tiny_model, tiny_dataset, m=4, seed=0)
     rep = evaluate(tiny_model, tiny_dataset, tiny_vocab, repeats=2, iwae_k=8, train_prior=prior,
-                   true_nll=np.full(len(tiny_dataset), 1.0), batch_size=4)
+                   true_nll=np.full(len(tiny_dataset), 1.0), batch_size=4,
+                   heldout=HeldoutConfig(heldout_methods="q,gauss,components"), valid_ds=tiny_dataset,
+                   valid_what="the same 6 sentences (label test only)")
     per = rep.pop("per_sentence")
-    for key in ("melbo", "elbo", "iwae", "elbo_single", "iwae_train_prior", "elbo_single_train_prior"):
+    for key in ("melbo", "elbo", "iwae", "elbo_single", "iwae_train_prior", "elbo_single_train_prior", "heldout",
+                "heldout_train_prior"):
         assert key in rep
         b = rep[key]
         assert b["bound"] and b["prior"] and b["samples"] and "words+<eos>" in b["what"]

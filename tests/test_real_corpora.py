@@ -56,7 +56,8 @@ def test_ptb_training_lowers_validation_loss_and_evaluates_finite(tmp_path):
     assert val[-1]["loss"] < val[0]["loss"] and val[-1]["rec_per_sentence"] < val[0]["rec_per_sentence"]
     out = tmp_path / "eval.json"
     r = subprocess.run(smim + ["evaluate", str(run), "--data-dir", str(data), "--max-sentences", "100",
-                               "--repeats", "2", "--iwae-k", "3", "--agg-prior-m", "30", "--json", str(out)],
+                               "--repeats", "2", "--iwae-k", "3", "--agg-prior-m", "30", "--heldout-valid", "10",
+                               "--fit-steps", "3", "--component-candidates", "10", "--json", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads(out.read_text())
@@ -69,3 +70,6 @@ def test_ptb_training_lowers_validation_loss_and_evaluates_finite(tmp_path):
             yield x
     vals = list(numbers({k: rep[k] for k in ("reconstruction", "kl", "melbo", "elbo", "bleu")}))
     assert len(vals) > 15 and all(math.isfinite(v) for v in vals)
+    for key in ("heldout", "heldout_train_prior"):  # the tightest bounds, on real text, every default method
+        assert math.isfinite(rep[key]["nll_per_sentence"]) and rep[key]["nll_per_sentence"] <= \
+            rep["iwae" if key == "heldout" else "iwae_train_prior"]["nll_per_sentence"] + 50

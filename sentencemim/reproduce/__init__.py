@@ -24,6 +24,7 @@ and evaluates the copy. Config keys (JSON, or TOML read with tomllib):
 
     name, corpus, data_dir, preset, runs_dir, model{}, train{}, run_train{VARIANT-D or NAME: {train}},
     variants[], latent_dims[], seeds[], exclude[], only[], external{NAME: {path, checkpoint[, wall_s, wall_from]}}, evaluate{ReportConfig},
+    heldout{HeldoutConfig: the held-out methods, chosen on validation sentences},
     report{page, figures, title, machine, notes[], commands[], paper{NAME: {...}}, paper_tables, main_table,
            references{title, text, rows[{name, ppl, nll, note}]}}, latent{...}
 """
@@ -34,7 +35,7 @@ import sys
 
 from ..cliargs import device_type, number
 from ..errors import UserError
-from .driver import drive, drive_parallel, eval_settings, load_analysis
+from .driver import drive, drive_parallel, eval_settings, heldout_settings, load_analysis
 from .latent_page import write_latent_page
 from .page import write_page
 from .plan import VARIANTS, Run, commit, load_config, plan, train_command, train_state
@@ -86,6 +87,7 @@ def cmd_reproduce(args) -> int:
     runs = plan(cfg, args.only.split(",") if args.only else None, ov, args.runs_dir)
     if not args.no_eval and not args.dry_run:
         eval_settings(cfg, args.device)  # evaluation settings are checked before hours of training
+        heldout_settings(cfg)
     command = "smim reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else "smim reproduce " + args.config
     print(f"{cfg.get('name', args.config)}: {len(runs)} run(s) in {runs[0].out.parent if runs else '-'}", flush=True)
     if args.dry_run:

@@ -96,6 +96,14 @@ def eval_settings(cfg: dict, device: str | None):
     return rc, which
 
 
+def heldout_settings(cfg: dict):
+    """The config's `heldout` section (eval.heldout: proposals, AIS), checked."""
+    from ..config import HeldoutConfig, from_dict
+    ho = from_dict(HeldoutConfig, cfg.get("heldout", {}), f"{cfg.get('_path', 'config')}: heldout.")
+    ho.validate()
+    return ho
+
+
 def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) -> dict:
     """report.analyse_run on the run's checkpoint; reuses an analysis of the same step and settings."""
     import numpy as np
@@ -107,7 +115,9 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
         which = which.get(run.name, which.get(run.key, which.get("default", "best")))
     if run.external:
         which = run.external.get("checkpoint", "best")
-    settings = {**asdict(rc), "device": None, "checkpoint": which}  # the device does not change the numbers
+    heldout = heldout_settings(cfg)
+    settings = {**asdict(rc), "device": None, "checkpoint": which,  # the device does not change the numbers
+                **({"heldout": asdict(heldout)} if "heldout" in cfg else {})}
     model, vocab, info = load_model(run.out, which, rc.device)
     old = read_json(run.out / "analysis.json", None)
     if old and old.get("step") == info.get("step") and old.get("settings") == settings \
@@ -120,7 +130,12 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
     ds = load_eval_split(run.out, info, rc.split, ddir, rc.max_sentences, vocab)
     if model.has_latent:
         train_ds = load_eval_split(run.out, info, "train", ddir, 0, vocab) if rc.iwae_k and rc.agg_prior_m else None
-        res = analyse_run(run.name, model, vocab, info, ds, train_ds, rc)
+        valid = (None, "")
+        if rc.iwae_k and heldout.method_list():  # settings of the held-out methods are chosen on these
+            source = "train" if rc.split == "valid" else "valid"
+            vds = load_eval_split(run.out, info, source, ddir, heldout.heldout_valid, vocab)
+            valid = (vds, f"{len(vds)} {source} sentences (seed 0)")
+        res = analyse_run(run.name, model, vocab, info, ds, train_ds, rc, heldout=heldout, valid=valid)
     else:  # the language model: its exact NLL, nothing latent to analyse
         from ..evaluate import evaluate
         res = {"name": run.name, "objective": "lm", "latent_dim": 0, "hidden_dim": model.cfg.hidden_dim,

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from .driver import _fmt_s, eval_settings
+from .driver import _fmt_s, eval_settings, heldout_settings
 from ..errors import UserError
 from .plan import VARIANTS, Run, commit, machine, read_json, utc
 
@@ -63,7 +63,7 @@ def _seed_table(analyses: list) -> list[str]:
     return L
 
 
-_HELD_OUT = ("elbo", "iwae", "iwae_train_prior")
+_HELD_OUT = ("elbo", "iwae", "iwae_train_prior", "heldout", "heldout_train_prior")
 
 
 def _best_held_out(rep: dict) -> str | None:
@@ -137,7 +137,7 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
     page = Path(rep_cfg.get("page", "docs/results/results.md"))
     figdir = Path(rep_cfg.get("figures", page.with_suffix("")))
     runs = [a for _, a in analyses]
-    write_report(runs, figdir, rc, command + " (report.write_report)")
+    write_report(runs, figdir, rc, command + " (report.write_report)", heldout=heldout_settings(cfg))
     rel = figdir.relative_to(page.parent) if figdir.is_relative_to(page.parent) else figdir
     paper = rep_cfg.get("paper", {})
     facts = [_run_facts(r, a) for r, a in everything]

@@ -22,7 +22,7 @@ VARIANTS = {  # name -> (TrainConfig settings, label as in the paper's tables)
     "lm": ({"objective": "lm"}, "GRU LM"),  # no latent: planned once per seed, at latent_dim 0
 }
 CONFIG_KEYS = {"name", "description", "corpus", "data_dir", "preset", "runs_dir", "model", "train", "run_train",
-               "variants", "latent_dims", "seeds", "exclude", "only", "external", "evaluate", "report", "latent"}
+               "variants", "latent_dims", "heldout", "seeds", "exclude", "only", "external", "evaluate", "report", "latent"}
 
 
 @dataclass
@@ -76,7 +76,7 @@ _TYPES = {  # key -> (expected type(s), in words); the model/train/evaluate sect
     "name": (str, "a string"), "description": (str, "a string"), "corpus": (str, "a string"),
     "data_dir": ((str, type(None)), "a string or null"), "preset": (str, "a string"), "runs_dir": (str, "a string"),
     "model": (dict, "an object"), "train": (dict, "an object"), "run_train": (dict, "an object"),
-    "evaluate": (dict, "an object"), "external": (dict, "an object"), "report": (dict, "an object"),
+    "evaluate": (dict, "an object"), "heldout": (dict, "an object"), "external": (dict, "an object"), "report": (dict, "an object"),
     "latent": (dict, "an object"), "variants": (list, "a list of strings"), "exclude": (list, "a list of strings"),
     "only": (list, "a list of strings"), "latent_dims": (list, "a list of positive integers"),
     "seeds": (list, "a list of integers >= 0"),

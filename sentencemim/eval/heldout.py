@@ -1,0 +1,287 @@
+"""The tightest valid held-out bound for one model and one prior.
+
+Each method of `HeldoutConfig.heldout_methods` is a family of proposals (or AIS), some
+with settings (a widening factor, a mixture weight, ...). For every method:
+
+  1. each setting of its grid is scored on *validation* sentences (never on the ones
+     being reported), and the setting with the lowest mean bound is kept;
+  2. the kept setting is run on the evaluated sentences: per-sentence bounds, ESS,
+     the bound at several K (AIS: at several step counts).
+
+The reported bound is the method with the lowest *validation* bound, so neither the
+method nor its settings are chosen on the scored sentences. Ranking is by the mean
+validation bound plus its delta-method standard deviation sqrt(1/ESS - 1/K) per
+sentence (a method with few effective samples is noisy, and a noisy bound is lower by
+luck as often as higher). A setting or method whose
+weights have a heavy tail on validation (median Pareto k-hat > 0.7, see
+`proposals.pareto_khat`) is passed over while a reliable one exists: otherwise a rare
+huge weight that makes one validation estimate lucky would win the choice. Every method's own test
+bound is kept beside it. Methods:
+
+    q           q(z|x) itself (the classical IWAE)
+    prior       the prior alone
+    gauss       N(mean of q, s^2): s = q's std x a factor in `widen_factors`, or a fixed s
+                in `fixed_stds` (an AE, whose variance head is untrained: fixed s only)
+    defensive   a gauss + (1 - a) P, a in `defensive_weights`, gauss at its chosen setting
+    fitted      a Gaussian fitted per sentence (`fit_steps` Adam steps on its ELBO, from
+                gauss's chosen setting), widened by 1, 1.5 or 2, alone or 0.9 r + 0.1 P
+    components  (training-mixture prior only) the `component_candidates` components
+                nearest to q's mean, reweighted by p(x|mu_m); a = 1, 0.9 or 0.5 against P
+    ais         AIS with HMC from the prior (`ais_steps`, `ais_chains`, ...)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from ..config import HELDOUT_METHODS as METHODS
+from ..config import HeldoutConfig, _floats
+from ..errors import UserError
+from . import ais as ais_mod
+from . import proposals as P
+from .priors import Mixture, make_prior
+
+KHAT_MAX = 0.7
+
+
+def _score(lw: np.ndarray) -> tuple[float, float, float]:
+    """(selection score, mean bound, median k-hat) of validation log weights (N, K). The score
+    is the mean over sentences of bound + sqrt(1/ESS - 1/K), the delta-method standard
+    deviation of the bound: a low figure that rests on a few lucky weights is not preferred."""
+    nll = -P.log_mean_exp(lw, 1)
+    sd = np.sqrt(np.clip(1.0 / P.ess(lw) - 1.0 / lw.shape[1], 0.0, None))
+    kh = P.pareto_khat(lw)
+    return (float(np.nan_to_num(nll + sd, nan=np.inf).mean()), float(nll.mean()),
+            float(np.nanmedian(kh)) if np.isfinite(kh).any() else float("nan"))
+
+
+def _pick(scores: dict):
+    """The key with the lowest score among those whose median k-hat is <= KHAT_MAX (NaN:
+    too few weights to tell, accepted); among all when none is."""
+    ok = {k: v for k, v in scores.items() if not v[2] > KHAT_MAX}
+    return min(ok or scores, key=lambda k: scores[k][0])
+
+
+class _Run:
+    """Runs the methods for one model and prior; keeps fitted Gaussians and pilot decodes
+    per (split, batch) so that a method's grid reuses them."""
+
+    def __init__(self, model, prior, cfg: HeldoutConfig, k, objective, batch_size, max_rows, seed, device,
+                 progress, precision):
+        self.model, self.prior, self.cfg, self.k = model, prior, cfg, k
+        self.deterministic = objective == "ae"
+        self.kw = dict(batch_size=max(1, min(batch_size, 20)), max_rows=max_rows, seed=seed, device=device,
+                       precision=precision)
+        self.progress, self.seed, self.device = progress, seed, device
+        self.cache: dict = {}
+        self.chosen: dict = {}  # method -> chosen setting (gauss feeds defensive and fitted)
+
+    # ---------------------------------------------------------------- proposal factories
+    def gauss_setting(self):
+        """gauss's chosen setting; without a gauss run, q itself (an AE: std 0.3 around the mean)."""
+        return self.chosen.get("gauss", ("std", 0.3) if self.deterministic else ("widen", 1.0))
+
+    def _gauss(self, setting):
+        kind, v = setting
+        if kind == "widen":
+            return lambda b, mu, lv: P.Gaussian(mu, 0.5 * lv + math.log(v))
+        return lambda b, mu, lv: P.Gaussian(mu, torch.full_like(mu, math.log(v)))
+
+    def _fitted_params(self, tag, b, mu, lv, scorer, gen):
+        key = (tag, tuple(b.index.tolist()))
+        if key not in self.cache:
+            r0 = self._gauss(self.gauss_setting())(b, mu, lv)
+            self.cache[key] = P.fit_gaussian(scorer, b, self.prior, r0.mean, r0.logstd, self.cfg.fit_steps,
+                                             self.cfg.fit_samples, self.cfg.fit_lr, gen)
+        return self.cache[key]
+
+    def _pilot(self, tag, b, mu, scorer):
+        key = (tag, "pilot", tuple(b.index.tolist()))
+        if key not in self.cache:
+            self.cache[key] = P.pilot_components(scorer, b, self.prior, mu, self.cfg.component_candidates,
+                                                 self.kw["max_rows"])
+        return self.cache[key]
+
+    def factory(self, method, setting, tag):
+        prior = self.prior
+        if method == "q":
+            return lambda b, mu, lv, sc, g: P.Gaussian(mu, 0.5 * lv)
+        if method == "prior":
+            return lambda b, mu, lv, sc, g: P.FromPrior(prior, b.size, mu)
+        if method == "gauss":
+            f = self._gauss(setting)
+            return lambda b, mu, lv, sc, g: f(b, mu, lv)
+        if method == "defensive":
+            f = self._gauss(self.gauss_setting())
+            return lambda b, mu, lv, sc, g: P.Defensive(f(b, mu, lv), prior, setting, mu)
+        if method == "fitted":
+            c, a = setting
+
+            def make(b, mu, lv, sc, g):
+                m, ls = self._fitted_params(tag, b, mu, lv, sc, g)
+                return P.Defensive(P.Gaussian(m, ls + math.log(c)), prior, a, mu)
+            return make
+        if method == "components":
+            def make(b, mu, lv, sc, g):
+                cand, log_pi = self._pilot(tag, b, mu, sc)
+                return P.Defensive(P.Components(prior, cand, log_pi, mu), prior, setting, mu)
+            return make
+        raise ValueError(method)
+
+    def grid(self, method) -> list:
+        cfg = self.cfg
+        if method == "gauss":
+            widen = [] if self.deterministic else [("widen", v) for v in _floats(cfg.widen_factors, "widen_factors")]
+            return widen + [("std", v) for v in _floats(cfg.fixed_stds, "fixed_stds")]
+        if method == "defensive":
+            return _floats(cfg.defensive_weights, "defensive_weights")
+        if method == "fitted":
+            return [(c, a) for c in (1.0, 1.5, 2.0) for a in (1.0, 0.9)]
+        if method == "components":
+            return [1.0, 0.9, 0.5]
+        return [None]
+
+    def describe(self, method, setting) -> str:
+        g = self.gauss_setting()
+        gd = f"q's std x {g[1]:g}" if g[0] == "widen" else f"std {g[1]:g}"
+        if method == "q":
+            return "q(z|x)"
+        if method == "prior":
+            return f"the prior ({self.prior.source})"
+        if method == "gauss":
+            kind, v = setting
+            return f"N(mean of q, (q's std x {v:g})^2)" if kind == "widen" else f"N(mean of q, {v:g}^2 I)"
+        if method == "defensive":
+            return f"{setting:g} N(mean of q, {gd}) + {1 - setting:.3g} prior"
+        if method == "fitted":
+            c, a = setting
+            return (f"Gaussian fitted per sentence ({self.cfg.fit_steps} Adam steps x {self.cfg.fit_samples} "
+                    f"samples on its ELBO, from {gd}), std x {c:g}" + (f"; {a:g} of it + {1 - a:.3g} prior" if a < 1 else ""))
+        if method == "components":
+            return (f"{min(self.cfg.component_candidates, self.prior.m)} mixture components nearest to q's mean, "
+                    f"weighted by p(x|mu_m)" + (f"; {setting:g} of it + {1 - setting:.3g} prior" if setting < 1 else ""))
+        return method
+
+    # ---------------------------------------------------------------- running
+    def is_pass(self, ds, method, setting, tag) -> np.ndarray:
+        desc = f"held-out [{self.prior.source[:30]}] {method} {'' if setting is None else setting} ({tag})"
+        return P.log_weights(self.model, ds, self.prior, self.factory(method, setting, tag), self.k,
+                             progress=self.progress, desc=desc, **self.kw)
+
+    def ais_pass(self, ds, steps, chains=None) -> np.ndarray:
+        cfg = self.cfg
+        return ais_mod.ais(self.model, ds, self.prior, steps, chains or cfg.ais_chains, cfg.ais_pilot_chains,
+                           cfg.ais_leapfrog, self.kw["batch_size"], self.kw["max_rows"], self.seed, self.device,
+                           self.progress)["log_w"]
+
+
+def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, objective: str | None = None,
+                   batch_size: int = 20, max_rows: int = 2048, seed: int = 0, device="cpu", progress: bool = False,
+                   precision: str = "fp32", q_logw: np.ndarray | None = None, valid_what: str = "") -> dict:
+    """Every method of cfg for one prior (agg_prior None: N(0, I)). Returns
+    {"chosen": method, "per_sentence": (N,) of the chosen method, "methods": {method: {...}}, ...}."""
+    prior = make_prior(agg_prior, model.cfg.latent_dim, device)
+    run = _Run(model, prior, cfg, k, objective, batch_size, max_rows, seed, device, progress, precision)
+    methods, per, valid_nll = {}, {}, {}
+    for method in cfg.method_list():
+        if method == "components" and not isinstance(prior, Mixture):
+            continue
+        t0 = time.perf_counter()
+        if method == "ais":
+            steps = cfg.ais_step_list()
+            lw_valid = run.ais_pass(valid, steps[-1])
+            vscore, vbest, v_khat = _score(lw_valid)
+            curve, lw = {}, None
+            for T in steps:
+                lw = run.ais_pass(test, T)
+                curve[T] = float(-P.log_mean_exp(lw, 1).mean())
+            s = P.summarise(lw)
+            s["convergence"] = curve
+            entry = {"settings": f"AIS from the prior, sigmoid schedule, T={steps[-1]} steps, {cfg.ais_chains} chains, "
+                                 f"HMC with {cfg.ais_leapfrog} leapfrog steps, step size per sentence adapted on "
+                                 f"{cfg.ais_pilot_chains} separate pilot chains",
+                     "samples": f"T={steps[-1]} steps x {cfg.ais_chains} chains", "k": cfg.ais_chains,
+                     "steps": steps[-1], "convergence_what": "mean bound at each step count T"}
+            grid_scores = {}
+        else:
+            grid_scores = {}
+            for setting in run.grid(method):
+                lw = run.is_pass(valid, method, setting, "valid")
+                sc, nll, kh = _score(lw)
+                grid_scores[run.describe(method, setting)] = (sc, setting, kh, nll)
+            label = _pick(grid_scores)
+            vscore, setting, v_khat, vbest = grid_scores[label]
+            run.chosen[method] = setting
+            if method == "q" and q_logw is not None and q_logw.shape[1] == k:
+                lw = q_logw  # the samples of the q-only IWAE computed beside it
+            else:
+                lw = run.is_pass(test, method, setting, "test")
+            s = P.summarise(lw)
+            entry = {"settings": label, "samples": f"K={k}", "k": k, "convergence_what": "mean bound over the first K samples"}
+        entry.update({
+            "nll_per_sentence": float(s["nll"].mean()), "valid_nll_per_sentence": vbest,
+            "valid_grid": {lab: {"nll_per_sentence": v, "score": sc, "khat_median": kh}
+                           for lab, (sc, _, kh, v) in grid_scores.items()},
+            "valid_score": vscore,
+            "valid_khat_median": v_khat,
+            "khat_median": float(np.nanmedian(s["khat"])) if np.isfinite(s["khat"]).any() else float("nan"),
+            "khat_share_above_0.7": float(np.mean(s["khat"] > KHAT_MAX)),
+            "ess_mean": float(np.nanmean(s["ess"])), "ess_median": float(np.nanmedian(s["ess"])),
+            "ess_min": float(np.nanmin(s["ess"])), "convergence": s["convergence"],
+            "time_s": time.perf_counter() - t0})
+        methods[method], per[method], valid_nll[method] = entry, s["nll"], (vscore, None, v_khat)
+    if not methods:
+        return {}
+    chosen = _pick(valid_nll)
+    extra = {}
+    if cfg.bdmc_sentences and "ais" in methods:
+        d = ais_mod.bdmc(model, prior, cfg.bdmc_sentences, cfg.ais_step_list()[-1], cfg.ais_chains,
+                         cfg.ais_pilot_chains, cfg.ais_leapfrog, seed, device, progress, max_rows)
+        extra["bdmc"] = {k: v for k, v in d.items() if k not in ("upper", "lower")}
+    return {**extra, "chosen": chosen, "per_sentence": per[chosen], "per_method": per, "methods": methods,
+            "prior": prior.source, "valid_what": valid_what,
+            "what": f"the method with the lowest bound on {valid_what or 'the validation sentences'} among "
+                    f"{', '.join(methods)}, ranked by mean bound + its estimated standard deviation "
+                    f"sqrt(1/ESS - 1/K), those with median Pareto k-hat <= {KHAT_MAX} there first; settings "
+                    "also chosen there"}
+
+
+def entry_fields(res: dict, bound: dict) -> dict:
+    """The report entry of a `heldout_bounds` result: `bound` (evaluate's labelled bound of
+    the chosen method's per-sentence values) plus the method, its settings, ESS, k-hat,
+    convergence, and every method's own figures."""
+    m = res["methods"][res["chosen"]]
+    out = dict(bound)
+    out.update({k: m[k] for k in ("settings", "k", "steps", "ess_mean", "ess_median", "ess_min", "khat_median",
+                                  "khat_share_above_0.7", "convergence", "convergence_what",
+                                  "valid_nll_per_sentence") if k in m})
+    out.update(method=res["chosen"], chosen_on=res["what"], methods=res["methods"])
+    if "bdmc" in res:
+        out["bdmc"] = res["bdmc"]
+    out["what"] += (f"; {res['what']}; ESS = (sum w)^2 / sum w^2 per sentence (of {m['k']} "
+                    f"{'chains' if 'steps' in m else 'samples'})")
+    return out
+
+
+def format_heldout(b: dict) -> list[str]:
+    """Lines for one tightest-bound entry: method, settings, ESS, k-hat, convergence, the other methods."""
+    conv = ", ".join(f"{k}: {v:.3f}" for k, v in b["convergence"].items())
+    unit = "chains" if "steps" in b else "samples"
+    L = [f"  tightest held-out bound, prior {b['prior']}: {b['nll_per_sentence']:.3f} nats/sentence by "
+         f"'{b['method']}' [{b['settings']}], {b['samples']}; ESS mean {b['ess_mean']:.1f} / median "
+         f"{b['ess_median']:.1f} / min {b['ess_min']:.1f} of {b['k']} {unit}; Pareto k-hat median "
+         f"{b['khat_median']:.2f} ({100 * b['khat_share_above_0.7']:.0f}% of sentences > 0.7); "
+         f"{b['convergence_what']}: {conv}; chosen on {b['chosen_on'].split(' on ', 1)[-1]}"]
+    for name, m in b["methods"].items():
+        L.append(f"    {name:<11} {m['nll_per_sentence']:>10.3f} (validation {m['valid_nll_per_sentence']:.3f}); "
+                 f"ESS mean {m['ess_mean']:.1f}; k-hat median {m['khat_median']:.2f}; {m['settings']}; "
+                 f"{m['time_s']:.0f} s")
+    if "bdmc" in b:
+        d = b["bdmc"]
+        L.append(f"    BDMC ({d['what']}): upper {d['upper_mean']:.3f}, lower {d['lower_mean']:.3f}, "
+                 f"gap {d['gap_mean']:.3f}")
+    return L

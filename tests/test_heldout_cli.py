@@ -1,0 +1,102 @@
+"""`smim evaluate` with the held-out methods, --quick, the AE's deterministic encoder,
+and the benchmark script, on a tiny synthetic run."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sentencemim.cli import main
+from sentencemim.config import ModelConfig, TrainConfig
+from sentencemim.evaluate import evaluate
+from sentencemim.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "syn"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SENTENCEMIM_DATA", str(out.parent / "data"))
+    train(ModelConfig(embedding_dim=8, hidden_dim=8, latent_dim=2),
+          TrainConfig(corpus="synthetic", max_steps=10, batch_size=50, eval_max_sentences=50, seed=0), out, quiet=True)
+    yield out
+    mp.undo()
+
+
+def test_evaluate_quick_reports_the_tightest_bounds_and_what_it_left_out(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
+    js = tmp_path / "q.json"
+    assert main(["evaluate", str(tiny_run), "--quick", "--max-sentences", "30", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "--quick: 30 sentences" in out and "no BLEU" in out and "K=10" in out
+    rep = json.loads(js.read_text())
+    assert rep["iwae"]["k"] == 10 and rep["melbo"]["repeats"] == 2 and "bleu" not in rep
+    for key, prior in (("heldout", "N(0,I)"), ("heldout_train_prior", "training aggregate posterior")):
+        b = rep[key]
+        assert b["prior"].startswith(prior) and b["method"] in b["methods"]
+        assert 1 <= b["ess_min"] <= b["ess_mean"] <= 10 and set(b["convergence"]) == {"1", "10"}
+        assert "valid sentences" in b["chosen_on"]
+        # the reported bound is the chosen method's own test bound, and q-only IWAE is among the methods
+        assert b["nll_per_sentence"] == pytest.approx(b["methods"][b["method"]]["nll_per_sentence"])
+        assert b["methods"]["q"]["nll_per_sentence"] == pytest.approx(
+            rep["iwae" if key == "heldout" else "iwae_train_prior"]["nll_per_sentence"])
+    assert "components" in rep["heldout_train_prior"]["methods"] and "components" not in rep["heldout"]["methods"]
+    assert "tightest held-out bound, prior N(0,I)" in out and "ESS mean" in out
+
+
+def test_evaluate_heldout_flags_and_errors(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
+    js = tmp_path / "a.json"
+    assert main(["evaluate", str(tiny_run), "--max-sentences", "8", "--no-bleu", "--repeats", "1", "--iwae-k", "20",
+                 "--agg-prior-m", "0", "--heldout-methods", "q,ais", "--ais-steps", "2,5", "--ais-chains", "4",
+                 "--heldout-valid", "4", "--bdmc-sentences", "2", "--json", str(js)]) == 0
+    rep = json.loads(js.read_text())
+    a = rep["heldout"]["methods"]["ais"]
+    assert set(a["convergence"]) == {"2", "5"} and a["k"] == 4 and "heldout_train_prior" not in rep
+    assert "bdmc" in rep["heldout"] or rep["heldout"]["method"] != "ais"
+    capsys.readouterr()
+    assert main(["evaluate", str(tiny_run), "--heldout-methods", "q,magic"]) == 2
+    assert "unknown held-out method(s) magic" in capsys.readouterr().err
+    assert main(["evaluate", str(tiny_run), "--defensive-weights", "1.5"]) == 2
+
+
+def test_ae_is_scored_through_its_mean(tiny_model, tiny_vocab, tiny_dataset):
+    tiny_model.eval()
+    with torch.no_grad():
+        tiny_model.to_logvar.bias.fill_(0.0)  # an untrained variance head: std ~1
+    rep = evaluate(tiny_model, tiny_dataset, tiny_vocab, repeats=3, iwae_k=0, objective="ae", latent=False)
+    rc = rep["reconstruction"]
+    assert rc["nll_per_sentence"] == pytest.approx(rc["nll_per_sentence_at_mean_z"]) and "AE" in rc["what"]
+    assert rep["melbo"]["nll_per_sentence_std"] == 0.0  # deterministic: every repeat is the same
+    assert all("z = mean" in m["what"] for m in rep["bleu_modes"])
+    mim = evaluate(tiny_model, tiny_dataset, tiny_vocab, repeats=1, iwae_k=0, objective="mim", latent=False, bleu=False)
+    assert mim["reconstruction"]["nll_per_sentence"] != pytest.approx(rc["nll_per_sentence"])
+
+
+def test_benchmark_script_runs_on_a_tiny_model(tiny_run, monkeypatch, capsys):
+    monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
+    spec = importlib.util.spec_from_file_location("heldout_methods", ROOT / "benchmarks" / "heldout_methods.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(tiny_run), "--sentences", "6", "--valid", "4", "--k", "5", "--agg-prior-m", "20",
+                     "--methods", "q,prior,gauss,components", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "gain vs q" in out and "components" in out and out.count("prior ") >= 2
+    q_rows = [l for l in out.splitlines() if l.strip().startswith("q ")]
+    assert len(q_rows) == 2 and all("+0.000" in l for l in q_rows)  # q gains nothing over itself
+
+
+def test_methods_run_without_gauss_and_for_an_ae(tiny_model, tiny_dataset):
+    """defensive and fitted start from q (an AE: a fixed std around its mean) when gauss is not run."""
+    from sentencemim.eval.heldout import HeldoutConfig, heldout_bounds
+    tiny_model.eval()
+    cfg = HeldoutConfig(heldout_methods="defensive,fitted", fit_steps=2, defensive_weights="0.5")
+    for objective, start in (("mim", "q's std x 1"), ("ae", "std 0.3")):
+        res = heldout_bounds(tiny_model, tiny_dataset, tiny_dataset, None, cfg, 4, objective)
+        assert set(res["methods"]) == {"defensive", "fitted"} and start in res["methods"]["defensive"]["settings"]
+        assert np.all(np.isfinite(res["per_sentence"]))
