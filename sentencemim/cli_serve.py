@@ -90,17 +90,19 @@ def register(sub) -> None:
                    help="API requests per second per client (0 = no limit)")
     p.add_argument("--burst", type=number(int, ge=1), default=BURST, metavar="N",
                    help="requests a client may send at once")
-    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn's log level (default: info)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("curves", help="validation curves of runs from their metrics.jsonl -> PNG (extra: plot)")
     p.add_argument("runs", nargs="+", metavar="RUN", help="training run directories")
     p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--x", default="step", choices=("step", "epoch"), help="x axis")
+    p.add_argument("--x", default="step", choices=("step", "epoch"),
+                   help="the x axis: optimizer steps or epochs (default: step)")
     p.add_argument("--metrics", default="loss,rec_per_sentence,lr",
                    help="comma-separated keys of the valid records: loss, rec_per_sentence, kl_per_sentence, "
                         "ppl_rec_words_eos, lr, active_units, mutual_information")
     p.add_argument("--label", action="append", help="a legend label per run, in order (repeat)")
-    p.add_argument("--title")
+    p.add_argument("--title", help="the figure's title (default: none)")
     p.set_defaults(func=cmd_curves)
 

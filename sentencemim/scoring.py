@@ -135,7 +135,12 @@ class Scorer:
                                      for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh")))
         w_ih0 = self.layers[0][0]
         self.w_e, self.w_z = w_ih0[:, :E].contiguous(), w_ih0[:, E:].contiguous()
-        self.w_h0, self.b_h0 = model.z_to_hidden.weight.detach(), model.z_to_hidden.bias.detach()  # init_hidden
+        if model.has_latent:  # init_hidden as one linear map of z
+            self.w_h0, self.b_h0 = model.z_to_hidden.weight.detach(), model.z_to_hidden.bias.detach()
+        else:  # the language model: zero initial state (z has 0 columns)
+            w0 = model.out.weight
+            self.w_h0 = w0.new_zeros(self.cfg.num_layers * self.cfg.hidden_dim, 0)
+            self.b_h0 = w0.new_zeros(self.cfg.num_layers * self.cfg.hidden_dim)
         w, b = model.out.weight.detach(), model.out.bias.detach()
         self.param_dtype = w.dtype
         self.per_step = w.device.type == "cpu"

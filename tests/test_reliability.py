@@ -640,7 +640,14 @@ def test_a_run_directory_in_the_old_layout_resumes_exactly(tmp_path, capsys, mon
                     "min_lr", "max_epochs", "max_steps", "eval_every", "eval_max_sentences", "kl_annealing",
                     "kl_anneal_steps", "kl_logistic_k", "max_length", "length_policy", "min_count", "max_vocab",
                     "seed", "log_every", "checkpoint_every", "nan_policy", "device"}
-    assert set(cfg["train"]) == de5121b_keys  # no key was added or renamed
+    added_since = {"tensorboard"}  # optional keys with defaults; nothing was renamed or removed
+    assert set(cfg["train"]) == de5121b_keys | added_since
+    # write what de5121b wrote: its keys only, in config.json and in the checkpoint
+    cfg["train"] = {k: v for k, v in cfg["train"].items() if k in de5121b_keys}
+    (old / "config.json").write_text(json.dumps(cfg, indent=2))
+    state = checkpoint.load(old / "checkpoint-latest.pt")
+    state["train_config"] = {k: v for k, v in state["train_config"].items() if k in de5121b_keys}
+    checkpoint.save(state, old / "checkpoint-latest.pt")
     state = checkpoint.load(old / "checkpoint-latest.pt")
     assert set(state) == {"format", "model", "optimizer", "model_config", "train_config", "state", "window", "rng"}
     rc, _, err = run_main(capsys, "train", "--out", old, "--resume", "--max-steps", 8)

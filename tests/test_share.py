@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from sentencemim import SentenceMIM
-from sentencemim.cli import _explicit, build_parser, main
+from sentencemim.cli import build_parser, main
+from sentencemim.cliargs import explicit as _explicit
 from sentencemim.config import ModelConfig, TrainConfig
 from sentencemim.errors import UserError
 from sentencemim.hub import MODEL_FILES

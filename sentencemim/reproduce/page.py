@@ -104,6 +104,37 @@ def _reference_table(refs: dict | None, analyses: list, lab, lms: list = ()) -> 
     return L
 
 
+def _metrics_dir(run: Run) -> Path:
+    """Where a run's metrics.jsonl lives (an external snapshot's is in its source run)."""
+    ext = read_json(run.out / "reproduce.json", {}).get("external")
+    return Path(ext["source"]) if ext and not (run.out / "metrics.jsonl").exists() else run.out
+
+
+def learning_curves(analyses: list, figdir: Path, rel, lab) -> list[str]:
+    """Validation curves against epoch (the training objective, the reconstruction term and the
+    lr, with its decays marked) of every run, one figure each, and the reconstruction terms of
+    all runs in one figure (curves.plot_curves)."""
+    from ..curves import plot_curves
+    dirs = [(r, _metrics_dir(r)) for r, _ in analyses]
+    dirs = [(r, d) for r, d in dirs if (d / "metrics.jsonl").exists()]
+    if not dirs:
+        return []
+    figdir.mkdir(parents=True, exist_ok=True)
+    L = ["", "## Learning curves", "",
+         "Validation at the end of every epoch (and at step 0) against epochs: the training objective, the "
+         "reconstruction term -log p(x|z) per sentence [words+<eos>] (for the GRU LM: its exact NLL) and the learning "
+         "rate; dotted lines mark the lr decays (x0.25 after 2 epochs without improvement). Drawn by `smim curves` "
+         "from each run's metrics.jsonl.", ""]
+    plot_curves([d for _, d in dirs], figdir / "curves-reconstruction.png", x="epoch",
+                metrics=("rec_per_sentence", "lr"), labels=[lab(r) for r, _ in dirs],
+                title="validation reconstruction term and lr")
+    L += ["All runs:", "", f"![curves]({rel}/curves-reconstruction.png)", ""]
+    for r, d in dirs:
+        plot_curves([d], figdir / f"{r.name}-curves.png", x="epoch", labels=[lab(r)], title=lab(r))
+        L += [f"{lab(r)}:", "", f"![curves {r.name}]({rel}/{r.name}-curves.png)", ""]
+    return L
+
+
 def _run_facts(run: Run, a: dict) -> dict:
     """Steps, epochs, wall times and commands of a run, from its own records."""
     rec = read_json(run.out / "reproduce.json", {"sessions": []})
@@ -180,6 +211,8 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
             L.append(f"# {r.name}: snapshot of {e['source']}/checkpoint-{e['checkpoint']}.pt at step {e['step']}, "
                      f"copied {e['copied']}")
     L += ["```", ""]
+
+    L += learning_curves(everything, figdir, rel, lab)
 
     # Table 2
     L += [f"## {rep_cfg.get('main_table', 'Table 2')} analogue: MELBO (paper's convention) and BLEU", "",
