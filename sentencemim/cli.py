@@ -193,8 +193,8 @@ def build_parser() -> Parser:
                    help="importance samples per sentence, every held-out method (0 = none; default: 100, "
                         "--quick: 10)")
     e.add_argument("--quick", action="store_true",
-                   help="a first look in about a minute (PTB, 512-d, 2 CPU threads): a 200-sentence subset, 2 MELBO "
-                        "repeats, K=10, cheap held-out methods on 20 validation sentences, no BLEU; it prints what "
+                   help="a first look in about a minute (PTB, 512-d, 2 CPU threads): a 100-sentence subset, 2 MELBO "
+                        "repeats, K=10, cheap held-out methods on 10 validation sentences, no BLEU; it prints what "
                         "it left out. Explicit flags override it")
     e.add_argument("--agg-prior-m", type=number(int, ge=0), default=1000, metavar="M",
                    help="training sentences in the aggregate-posterior prior of the held-out IWAE "
