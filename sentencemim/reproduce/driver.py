@@ -234,7 +234,8 @@ def drive_parallel(cfg: dict, runs: list[Run], n: int, passthrough: list[str], d
                    poll_s: float = 2.0) -> int:
     """Train and evaluate `runs` as up to `n` child processes at once, each
     `smim reproduce CONFIG --only NAME --no-report ...` (so each one resumes, skips and records
-    exactly as a serial run does). Its output goes to RUNS_DIR/NAME.log. On a CPU the cores are
+    exactly as a serial run does). Its output, progress lines with ETAs included, goes to
+    RUNS_DIR/NAME.log (`tail -f` it to watch a run). On a CPU the cores are
     split: each child gets OMP_NUM_THREADS = max(1, cores // n); on a GPU the children share the
     device. Ctrl-C / SIGTERM is passed on to the children, which checkpoint and stop."""
     cpu = not (device or "").startswith("cuda") and device != "auto"
@@ -251,7 +252,7 @@ def drive_parallel(cfg: dict, runs: list[Run], n: int, passthrough: list[str], d
                 r.out.parent.mkdir(parents=True, exist_ok=True)
                 log = r.out.parent / f"{r.name}.log"
                 argv = [sys.executable, "-m", "sentencemim.cli", "reproduce", cfg["_path"], "--only", r.name,
-                        "--no-report", "--quiet", *passthrough] + (["--threads", str(threads)] if cpu else [])
+                        "--no-report", *passthrough] + (["--threads", str(threads)] if cpu else [])
                 env = {**os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
                                         if cpu else {})}
                 f = open(log, "a")
