@@ -429,3 +429,24 @@ class _NpyWriter:
             except OSError:
                 pass
         self.tmp.unlink(missing_ok=True)
+
+
+def load_index(m, index: str | Path, codes: str | Path | None = None, progress: bool = True,
+               purpose: str = "index"):
+    """(sentences, posterior means (N, d) float32) of the non-blank lines of `index` for model
+    `m`; the means come from a `smim encode` .npy when `codes` is given (its shape checked),
+    else they are encoded now. `purpose` words the error for an empty file."""
+    lines = [text for _, text in iter_nonempty_lines(index)]
+    if not lines:
+        raise UserError(f"{index}: no non-blank lines to {purpose}")
+    if codes:
+        try:
+            means = np.load(codes, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{codes}: not a readable .npy file ({e})") from None
+        if means.shape != (len(lines), m.latent_dim):
+            raise UserError(f"{codes}: shape {means.shape} does not match {len(lines)} non-blank lines of {index} "
+                            f"x latent size {m.latent_dim}; re-run smim encode on that file")
+    else:
+        means = m.encode_file(index, progress=progress)["mean"]
+    return lines, np.asarray(means, dtype=np.float32)

@@ -102,23 +102,10 @@ def cmd_encode(args) -> int:
 
 
 def cmd_neighbors(args) -> int:
-    import numpy as np
-    from .api import iter_nonempty_lines, nearest
+    from .api import load_index, nearest
     m = _load(args.model, args)
     k = args.k
-    lines = [text for _, text in iter_nonempty_lines(args.index)]
-    if not lines:
-        raise UserError(f"{args.index}: no non-blank lines to search")
-    if args.codes:
-        try:
-            codes = np.load(args.codes, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{args.codes}: not a readable .npy file ({e})") from None
-        if codes.shape != (len(lines), m.latent_dim):
-            raise UserError(f"{args.codes}: shape {codes.shape} does not match {len(lines)} non-blank lines of "
-                            f"{args.index} x latent size {m.latent_dim}; re-run smim encode on that file")
-    else:
-        codes = m.encode_file(args.index, progress=not args.quiet)["mean"]
+    lines, codes = load_index(m, args.index, args.codes, progress=not args.quiet, purpose="search")
     query = m.encode(args.queries)[0]
     rows, dist = nearest(query, codes, k, args.metric)
     for qi, q in enumerate(args.queries):

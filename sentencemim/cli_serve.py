@@ -32,9 +32,9 @@ def cmd_serve(args) -> int:
         raise UserError("--max-body-kb must be > 0, --rate-limit a number >= 0 (0 = off), --burst >= 1")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
-    from .api import SentenceMIM
+    from .api import SentenceMIM, load_index
     from .serve.app import create_app
-    from .serve.latentmap import build_map, load_index
+    from .serve.latentmap import build_map
     from .serve.ops import Service
     if args.codes and not args.index:
         raise UserError("--codes needs --index (the sentences the codes belong to)")

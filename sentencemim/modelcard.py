@@ -21,13 +21,13 @@ Only json/hashlib here: writing a card imports neither torch nor safetensors.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import struct
 from pathlib import Path
 
 from .config import ModelConfig, TrainConfig
 from .errors import UserError
+from .rundir import sha256
 
 OBJECTIVES = {
     "mim": "sMIM: A-MIM learning (the paper's Algorithm 1), loss -log p(x|z) - 1/2 (log q(z|x) + log N(z; 0, I)), "
@@ -62,14 +62,6 @@ def safetensors_parameters(path: Path) -> int | None:
                 size *= s
             total += size
     return total
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def corpus_files(corpus: str, data_dir: str | None) -> tuple[dict, str]:
@@ -207,7 +199,7 @@ def model_card(model_dir: str | Path, run_dir: str | Path | None = None, eval_js
                 for p in paths:
                     with open(p, "rb") as f:
                         lines = sum(1 for _ in f)
-                    L.append(f"| {split} | `{p.name}` | `{sha256_file(p)}` | {lines} |")
+                    L.append(f"| {split} | `{p.name}` | `{sha256(p)}` | {lines} |")
         else:
             L.append(f"Its files were not available when this card was written, so no sha256 is given ({why}).")
         if tc.get("max_length"):

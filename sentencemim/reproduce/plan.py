@@ -3,10 +3,8 @@ and provenance (commit, machine, time)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import platform
-import subprocess
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -184,20 +182,11 @@ def read_json(path: Path, default):
     return json.loads(path.read_text()) if path.exists() else default
 
 
-@functools.lru_cache(maxsize=1)
 def commit() -> str:
-    """The commit of the code this process runs: read once, at its first use (the start of
-    `cmd_reproduce`), because
-    HEAD may move while a long matrix trains."""
-    try:
-        here = Path(__file__).resolve().parents[2]  # the checkout that holds the sentencemim package
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "sentencemim"],
-                               cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
-        return (sha or "unknown") + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The commit of the code this process runs (provenance.code_commit: read once, at its
+    first use, the start of `cmd_reproduce`, because HEAD may move while a long matrix trains)."""
+    from ..provenance import code_commit
+    return code_commit()
 
 
 def machine() -> str:

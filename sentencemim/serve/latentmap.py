@@ -12,7 +12,6 @@ search always covers the whole index.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -20,26 +19,6 @@ from ..errors import UserError
 
 PROJECTIONS = ("auto", "pca", "umap")
 UMAP_MIN_POINTS = 20
-
-
-def load_index(m, index: str | Path, codes: str | Path | None = None, progress: bool = True):
-    """(sentences, posterior means (N, d)) of the non-blank lines of `index`; the means
-    come from a `smim encode` .npy when `codes` is given, else they are encoded now."""
-    from ..api import iter_nonempty_lines
-    lines = [text for _, text in iter_nonempty_lines(index)]
-    if not lines:
-        raise UserError(f"{index}: no non-blank lines to index")
-    if codes:
-        try:
-            means = np.load(codes, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{codes}: not a readable .npy file ({e})") from None
-        if means.shape != (len(lines), m.latent_dim):
-            raise UserError(f"{codes}: shape {means.shape} does not match {len(lines)} non-blank lines of {index} "
-                            f"x latent size {m.latent_dim}; re-run smim encode on that file")
-    else:
-        means = m.encode_file(index, progress=progress)["mean"]
-    return lines, np.asarray(means, dtype=np.float32)
 
 
 @dataclass
