@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     model.eval()
     test = _load_eval_split(args.model, info, "test", args.data_dir, args.sentences, vocab)
     valid = _load_eval_split(args.model, info, "valid", args.data_dir, args.valid, vocab)
-    cfg = HeldoutConfig(heldout_methods=args.methods, heldout_valid=args.valid, ais_steps=args.ais_steps,
+    cfg = HeldoutConfig(heldout_methods=args.methods, heldout_test="all", heldout_valid=args.valid, ais_steps=args.ais_steps,
                         ais_chains=args.ais_chains)
     cfg.validate()
     priors = [None]

@@ -195,6 +195,9 @@ class ReportConfig:
     agg_prior_m: int = _f(1000, "training sentences in the aggregate-posterior prior of the held-out IWAE "
                                 "(0 = off)", ge=0)
     max_sentences: int = _f(0, "evaluate a fixed random subset of this many sentences (0 = the whole split)", ge=0)
+    bound_sentences: int = _f(0, "importance-weighted bounds (IWAE and the held-out methods, the costly part) on a "
+                                 "fixed random subset of this many of the evaluated sentences (0 = all); the MELBO, "
+                                 "ELBO, reconstruction and BLEU stay on all", ge=0)
     fig3_n: int = _f(200, "sentences in the Fig. 3 cross terms (n^2 decodes), >= 2", ge=2)
     fig5_trials: int = _f(500, "random subsets per size K in Fig. 5", ge=1)
     batch_size: int = _f(100, "sentences per evaluation batch", ge=1)
@@ -259,6 +262,9 @@ class HeldoutConfig:
     heldout_methods: str = _f("q,prior,gauss,defensive,fitted,components",
                               f"comma-separated methods among {','.join(HELDOUT_METHODS)} ('' = none); the reported bound "
                               "is the one with the lowest bound on the validation sentences")
+    heldout_test: str = _f("chosen", "methods run on the scored sentences: 'chosen' = the one chosen on the "
+                                     "validation sentences plus q-only IWAE; 'all' = every method (for comparisons)",
+                           choices=("chosen", "all"))
     heldout_valid: int = _f(100, "validation sentences on which settings and the method are chosen", ge=1)
     widen_factors: str = _f("1,3,10,30,100", "gauss: factors on q's std")
     fixed_stds: str = _f("0.03,0.1,0.3,1", "gauss: fixed stds around q's mean")

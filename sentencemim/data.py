@@ -212,12 +212,21 @@ class Dataset:
     def eval_batches(self, batch_size: int) -> list[np.ndarray]:
         return sorted_batches(self.lengths, batch_size)
 
+    def subset_index(self, n: int, seed: int = 0) -> np.ndarray:
+        """Sorted indices of the first `n` sentences of a fixed random order (all if n is 0 or
+        too large). Subsets of one seed are nested: the first 200 lie within the first 500."""
+        if not n or n >= len(self):
+            return np.arange(len(self))
+        return np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+
+    def take(self, idx) -> "Dataset":
+        return Dataset([self.seqs[i] for i in idx], self.stats, self.oov)
+
     def subset(self, n: int, seed: int = 0) -> "Dataset":
         """The first `n` sentences of a fixed random order (all if n is 0 or too large)."""
         if not n or n >= len(self):
             return self
-        idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
-        return Dataset([self.seqs[i] for i in idx], self.stats, self.oov)
+        return self.take(self.subset_index(n, seed))
 
 
 def load_split(path, vocab: Vocab, max_length=0, length_policy="drop", label_column=False) -> Dataset:

@@ -289,12 +289,20 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
              progress: bool = False, iwae_k: int = 100, train_prior: bounds.AggregatePrior | None = None,
              true_nll: np.ndarray | None = None, latent: bool = True, max_rows: int = 2048,
              precision: str = "fp32", objective: str | None = None, heldout: HeldoutConfig | None = None,
-             valid_ds: Dataset | None = None, valid_what: str = "") -> dict:
+             valid_ds: Dataset | None = None, valid_what: str = "", bound_sentences: int = 0) -> dict:
     """The evaluation report (see module docstring); all NLLs in nats. Per-sentence
     values are under report["per_sentence"] (dataset order) for histograms. With
     `heldout` and `valid_ds` (sentences disjoint from ds, for choosing settings), the
     tightest held-out bounds are added under "heldout" and "heldout_train_prior". A
-    language model (no latent) gets its exact NLL instead (`evaluate_lm`)."""
+    language model (no latent) gets its exact NLL instead (`evaluate_lm`).
+
+    `bound_sentences` (0 = all): the importance-weighted bounds (IWAE, single-sample ELBO
+    with a prior, the held-out methods) are computed on a fixed random subset of this
+    many sentences (`Dataset.subset_index`, seed `seed`), the costly part of an
+    evaluation; their entries say so ("sentences", "subset"), their per-sentence arrays
+    are over the subset, and per_sentence["bound_index"] holds its indices. The ELBO is
+    then taken from the MELBO repeats (R samples of z ~ q per sentence) on every sentence,
+    like the MELBO, BLEU and reconstruction."""
     if not model.has_latent:
         return evaluate_lm(model, ds, batch_size, device, progress, precision, true_nll)
     N = len(ds)
@@ -335,25 +343,44 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         "precision_what": PRECISION_WHAT[precision],
     }
     timing["melbo_reconstruction"] = time.perf_counter() - t0
+    sub_idx = ds.subset_index(bound_sentences, seed) if iwae_k and 0 < bound_sentences < N else None
+    if sub_idx is not None:
+        bds, btok, sub_note = ds.take(sub_idx), tokens[sub_idx], f"; on {len(sub_idx)} of {N} sentences (seed {seed})"
+        sub_info = {"sentences": len(sub_idx), "subset": {"n": len(sub_idx), "of": N, "seed": seed,
+                                                          "what": "fixed random subset (Dataset.subset_index)"}}
+        rec_r = np.mean([r["rec"] for r in runs], 0)  # E_q over the R MELBO repeats, every sentence
+        elbo = rec_r + first["kl"]
+        report["elbo"] = {**_bound("ELBO", "N(0,I)", f"R={repeats} samples of z ~ q per sentence (the MELBO "
+                                   "repeats) for E_q[-log p(x|z)], analytic KL", elbo, tokens,
+                                   np.mean([r["rec_eos"] for r in runs], 0)), "sentences": N}
+        per.update(elbo=elbo, bound_index=np.asarray(sub_idx))
+        report["bound_subset"] = {**sub_info["subset"], "what": (
+            f"IWAE and the held-out bounds on {len(sub_idx)} of the {N} sentences (a fixed random subset, seed "
+            f"{seed}); the MELBO, ELBO, reconstruction and BLEU on all {N}")}
+    else:
+        bds, btok, sub_note, sub_info = ds, tokens, "", {}
     if iwae_k:
         t0 = time.perf_counter()
-        w = bounds.importance_weights(model, ds, iwae_k, train_prior, batch_size=max(1, min(batch_size, 20)),
+        w = bounds.importance_weights(model, bds, iwae_k, train_prior, batch_size=max(1, min(batch_size, 20)),
                                       max_rows=max_rows, seed=seed, device=device, progress=progress,
                                       precision=precision)
         rec_q, eos_q = w["rec"].mean(1), w["rec_eos"].mean(1)  # E_q over the K samples
-        elbo = rec_q + w["kl"]
-        report["elbo"] = _bound("ELBO", "N(0,I)", f"K={iwae_k} for E_q[-log p(x|z)], analytic KL",
-                                elbo, tokens, eos_q)
-        per.update(elbo=elbo, rec_q=rec_q)
+        if sub_idx is None:
+            elbo = rec_q + w["kl"]
+            report["elbo"] = _bound("ELBO", "N(0,I)", f"K={iwae_k} for E_q[-log p(x|z)], analytic KL",
+                                    elbo, tokens, eos_q)
+            per["elbo"] = elbo
+        per["rec_q"] = rec_q
         for tag, lp, prior in (("", w["log_p"], "N(0,I)"),
                                ("_train_prior", w.get("log_agg"), train_prior and train_prior.source)):
             if lp is None:
                 continue
             single = bounds.single_sample_elbo_nll(w["rec"], w["log_q"], lp)
             iw = bounds.iwae_nll(w["rec"], w["log_q"], lp)
-            report["elbo_single" + tag] = _bound("ELBO (single sample)", prior, "1 sample", single, tokens)
-            report["iwae" + tag] = {**_bound(f"IWAE_{iwae_k}", prior, f"K={iwae_k}",
-                                             iw, tokens), "k": iwae_k}
+            report["elbo_single" + tag] = {**_bound("ELBO (single sample)", prior, "1 sample" + sub_note, single,
+                                                    btok), **sub_info}
+            report["iwae" + tag] = {**_bound(f"IWAE_{iwae_k}", prior, f"K={iwae_k}" + sub_note,
+                                             iw, btok), "k": iwae_k, **sub_info}
             per["elbo_single" + tag], per["iwae" + tag] = single, iw
         if train_prior is not None:
             report["iwae_train_prior"]["m"] = train_prior.m
@@ -363,13 +390,14 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
                 if lp is None:
                     continue
                 t0 = time.perf_counter()
-                res = heldout_bounds(model, ds, valid_ds, agg, heldout, iwae_k, objective, batch_size, max_rows, seed,
-                                     device, progress, precision, q_logw=-w["rec"] + lp - w["log_q"],
+                res = heldout_bounds(model, bds, valid_ds, agg, heldout, iwae_k, objective, batch_size, max_rows,
+                                     seed, device, progress, precision, q_logw=-w["rec"] + lp - w["log_q"],
                                      valid_what=valid_what)
                 if res:
                     m = res["methods"][res["chosen"]]
-                    b = _bound(f"tightest ({res['chosen']})", res["prior"], m["samples"], res["per_sentence"], tokens)
-                    report["heldout" + tag] = entry_fields(res, b)
+                    b = _bound(f"tightest ({res['chosen']})", res["prior"], m["samples"] + sub_note,
+                               res["per_sentence"], btok)
+                    report["heldout" + tag] = {**entry_fields(res, b), **sub_info}
                     per["heldout" + tag] = res["per_sentence"]
                 timing["heldout" + tag] = time.perf_counter() - t0
     else:
@@ -383,6 +411,8 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
                            "what": "exact -log p(x) under the HMM that generated the corpus"}
         report["truth"]["bound"] = "exact"
         per["true_nll"] = np.asarray(true_nll, dtype=np.float64)
+        if sub_idx is not None:  # the reference for the bounds computed on the subset
+            report["truth"]["nll_per_sentence_on_bound_subset"] = float(per["true_nll"][sub_idx].mean())
     if latent:
         t0 = time.perf_counter()
         mu, logvar = bounds.posteriors(model, ds, batch_size, device)

@@ -46,7 +46,7 @@ def analyse_run(name: str, model, vocab, info: dict, ds, train_ds, cfg: ReportCo
     rep = evaluate(model, ds, vocab, n_z=cfg.n_z, repeats=cfg.repeats, seed=cfg.seed, batch_size=cfg.batch_size,
                    progress=progress, max_rows=cfg.max_rows, device=cfg.device, precision=cfg.precision,
                    objective=info.get("train", {}).get("objective"), heldout=heldout, valid_ds=valid[0],
-                   valid_what=valid[1],
+                   valid_what=valid[1], bound_sentences=cfg.bound_sentences,
                    **eval_extras(model, vocab, ds, corpus, train_ds, cfg.iwae_k, cfg.agg_prior_m, cfg.seed,
                                  cfg.batch_size, cfg.device))
     rep["timing_s"]["evaluate_total"] = time.perf_counter() - t0

@@ -45,7 +45,8 @@ def test_evaluate_quick_reports_the_tightest_bounds_and_what_it_left_out(tiny_ru
         assert b["nll_per_sentence"] == pytest.approx(b["methods"][b["method"]]["nll_per_sentence"])
         assert b["methods"]["q"]["nll_per_sentence"] == pytest.approx(
             rep["iwae" if key == "heldout" else "iwae_train_prior"]["nll_per_sentence"])
-    assert "components" in rep["heldout_train_prior"]["methods"] and "components" not in rep["heldout"]["methods"]
+    tried = {k: {**rep[k]["methods"], **rep[k]["validation_only"]} for k in ("heldout", "heldout_train_prior")}
+    assert "components" in tried["heldout_train_prior"] and "components" not in tried["heldout"]
     assert "tightest held-out bound, prior N(0,I)" in out and "ESS mean" in out
 
 
@@ -95,8 +96,67 @@ def test_methods_run_without_gauss_and_for_an_ae(tiny_model, tiny_dataset):
     """defensive and fitted start from q (an AE: a fixed std around its mean) when gauss is not run."""
     from sentencemim.eval.heldout import HeldoutConfig, heldout_bounds
     tiny_model.eval()
-    cfg = HeldoutConfig(heldout_methods="defensive,fitted", fit_steps=2, defensive_weights="0.5")
+    cfg = HeldoutConfig(heldout_methods="defensive,fitted", heldout_test="all", fit_steps=2, defensive_weights="0.5")
     for objective, start in (("mim", "q's std x 1"), ("ae", "std 0.3")):
         res = heldout_bounds(tiny_model, tiny_dataset, tiny_dataset, None, cfg, 4, objective)
         assert set(res["methods"]) == {"defensive", "fitted"} and start in res["methods"]["defensive"]["settings"]
         assert np.all(np.isfinite(res["per_sentence"]))
+
+
+def _random_sentences(vocab, n, seed=0):
+    """n sentences of 2-7 words drawn from the tiny vocabulary (more than the 6 of tiny_dataset)."""
+    from sentencemim.data import Dataset
+    rng = np.random.default_rng(seed)
+    words = np.arange(4, len(vocab))  # past the specials
+    return Dataset([rng.choice(words, rng.integers(2, 8)) for _ in range(n)])
+
+
+def test_chosen_mode_scores_only_the_chosen_method_and_q(tiny_model, tiny_vocab):
+    """heldout_test 'chosen' runs the method chosen on validation (and q) on the scored
+    sentences, with exactly the bound 'all' gives that method, and keeps the others'
+    validation figures."""
+    from sentencemim.eval.heldout import HeldoutConfig, heldout_bounds
+    tiny_model.eval()
+    test, valid = _random_sentences(tiny_vocab, 12, 0), _random_sentences(tiny_vocab, 8, 1)
+    out = {}
+    for mode in ("all", "chosen"):
+        cfg = HeldoutConfig(heldout_methods="q,prior,gauss,defensive", heldout_test=mode, widen_factors="1,10",
+                            fixed_stds="0.3", defensive_weights="0.5")
+        out[mode] = heldout_bounds(tiny_model, test, valid, None, cfg, 8, "mim", seed=3)
+    a, c = out["all"], out["chosen"]
+    assert a["chosen"] == c["chosen"] and set(a["methods"]) == {"q", "prior", "gauss", "defensive"}
+    assert set(c["methods"]) == {"q", a["chosen"]} and not a["validation_only"]
+    assert set(c["validation_only"]) == {"q", "prior", "gauss", "defensive"} - set(c["methods"])
+    np.testing.assert_allclose(c["per_sentence"], a["per_method"][a["chosen"]])
+    for m, v in c["validation_only"].items():
+        assert v["valid_nll_per_sentence"] == pytest.approx(a["methods"][m]["valid_nll_per_sentence"])
+    from sentencemim.eval.heldout import entry_fields, format_heldout
+    lines = format_heldout(entry_fields(c, {"nll_per_sentence": 1.0, "what": "x", "prior": "N(0,I)", "samples": "K=8"}))
+    assert sum("not run on these sentences" in line for line in lines) == len(c["validation_only"])
+
+
+def test_bounds_on_a_subset_are_the_bounds_of_that_subset(tiny_model, tiny_vocab):
+    """--bound-sentences: IWAE and the held-out bounds on a seeded subset equal those of an
+    evaluation of exactly those sentences; the ELBO, MELBO and BLEU stay on all."""
+    from sentencemim.eval.heldout import HeldoutConfig
+    tiny_model.eval()
+    ds, valid = _random_sentences(tiny_vocab, 16, 0), _random_sentences(tiny_vocab, 4, 1)
+    cfg = HeldoutConfig(heldout_methods="q,gauss", widen_factors="3", fixed_stds="0.3")
+    kw = dict(repeats=3, iwae_k=6, latent=False, bleu=False, objective="mim", heldout=cfg, valid_ds=valid, seed=1)
+    sub = evaluate(tiny_model, ds, tiny_vocab, bound_sentences=5, **kw)
+    idx = sub["per_sentence"]["bound_index"]
+    assert len(idx) == 5 and np.all(np.diff(idx) > 0) and set(idx) <= set(range(16))
+    np.testing.assert_array_equal(idx, ds.subset_index(5, 1))
+    assert set(ds.subset_index(3, 1)) <= set(idx)  # nested: a smaller subset lies within a larger one
+    direct = evaluate(tiny_model, ds.take(idx), tiny_vocab, **kw)
+    for key in ("iwae", "heldout"):
+        assert sub[key]["sentences"] == 5 and sub[key]["subset"]["of"] == 16 and "on 5 of 16" in sub[key]["samples"]
+        for f in ("nll_per_sentence", "ppl_words_eos"):
+            assert sub[key][f] == pytest.approx(direct[key][f], rel=1e-9), (key, f)
+        assert sub["per_sentence"][key].shape == (5,)
+    # the ELBO stays on every sentence: the mean over the MELBO repeats of -log p(x|z) plus the KL
+    assert sub["elbo"]["sentences"] == 16 and sub["per_sentence"]["elbo"].shape == (16,)
+    assert sub["sentences"] == 16 and sub["bound_subset"]["n"] == 5
+    full = evaluate(tiny_model, ds, tiny_vocab, **kw)
+    assert sub["melbo"]["nll_per_sentence"] == pytest.approx(full["melbo"]["nll_per_sentence"])
+    assert abs(sub["elbo"]["nll_per_sentence"] - full["elbo"]["nll_per_sentence"]) < 0.1 * full["elbo"]["nll_per_sentence"]

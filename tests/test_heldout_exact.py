@@ -107,7 +107,7 @@ def test_quadrature_converged(case):
 
 
 def _run(case, agg, seed, methods="q,prior,gauss,defensive,fitted,components", k=100):
-    cfg = HeldoutConfig(heldout_methods=methods, fit_steps=30, fit_samples=4)
+    cfg = HeldoutConfig(heldout_methods=methods, heldout_test="all", fit_steps=30, fit_samples=4)
     return heldout_bounds(case["model"], Dataset(TEST), Dataset(VALID), agg, cfg, k, "mim", batch_size=20,
                           max_rows=4000, seed=seed)
 

@@ -194,7 +194,11 @@ def test_parallel_runs_with_the_language_model_reference(tmp_path, capsys):
     """--parallel 2 trains and evaluates the runs as two child processes at once; the GRU LM
     variant (no latent) is planned once, evaluated by its exact NLL, and shown beside the
     held-out bounds. The children's results equal a serial run's (same seeds)."""
-    cfg = write_config(tmp_path, variants=["lm", "mim"], latent_dims=[2])
+    cfg = write_config(tmp_path, variants=["lm", "mim"], latent_dims=[2],
+                       evaluate={"max_sentences": 20, "bound_sentences": 8, "iwae_k": 3, "agg_prior_m": 10,
+                                 "repeats": 2, "fig3_n": 4, "fig5_trials": 3},
+                       heldout={"heldout_methods": "q,gauss", "heldout_valid": 5, "widen_factors": "3",
+                                "fixed_stds": "0.3"})
     runs = tmp_path / "runs"
     assert [r.name for r in plan(load_config(cfg))] == ["lm-0-s0", "mim-2-s0"]
     assert main(["reproduce", str(cfg), "--parallel", "2", "--max-steps", "4"]) == 0
@@ -207,6 +211,15 @@ def test_parallel_runs_with_the_language_model_reference(tmp_path, capsys):
     assert lm["report"]["language_model"] and lm["report"]["exact"]["bound"] == "exact"
     page = (tmp_path / "docs" / "tiny.md").read_text()
     assert "GRU LM exact NLL" in page and f"{lm['report']['exact']['nll_per_sentence']:.2f}" in page
+    # the tightest held-out bounds, on 8 of the 20 sentences, beside the LM's exact NLL on those same 8
+    import numpy as np
+    mim = json.loads((runs / "mim-2-s0" / "analysis.json").read_text())["report"]
+    idx = np.load(runs / "mim-2-s0" / "analysis.npz")["ps_bound_index"]
+    lm_nll = np.load(runs / "lm-0-s0" / "analysis.npz")["ps_nll"]
+    assert len(idx) == 8 and mim["heldout"]["sentences"] == 8 and mim["iwae"]["subset"]["of"] == 20
+    table = page.split("### Tightest held-out bounds", 1)[1].split("\n\n###", 1)[0]
+    assert "| 8 of 20 |" in table and mim["heldout"]["method"] in table
+    assert f"{lm_nll[idx].mean():.2f}" in table and f"{mim['heldout']['nll_per_sentence']:.2f}" in table
     # the same run trained serially in this process gives the same numbers
     serial = tmp_path / "serial"
     assert main(["reproduce", str(cfg), "--only", "lm-0-s0", "--max-steps", "4", "--runs-dir", str(serial),
@@ -223,3 +236,49 @@ def test_parallel_reports_a_failed_child(tmp_path, capsys):
     assert main(["reproduce", str(cfg), "--parallel", "2", "--no-eval"]) == 2
     out = capsys.readouterr().out
     assert out.count("FAILED (status 2)") == 2 and "valid" in out
+
+
+def test_parallel_ctrl_c_checkpoints_the_children_and_says_interrupted(tmp_path):
+    """Ctrl-C to `reproduce --parallel` is passed on: each child checkpoints and stops, and the
+    driver reports them as interrupted (not failed) and exits 130; the same command resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    cfg = write_config(tmp_path, variants=["mim", "ae"], train={"max_steps": 100000, "batch_size": 50,
+                                                                "eval_max_sentences": 50, "log_every": 2,
+                                                                "checkpoint_every": 1000, "eval_every": 1000})
+    runs = tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "sentencemim.cli", "reproduce", str(cfg), "--parallel", "2",
+                          "--no-eval"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    logs = [runs / "mim-2-s0.log", runs / "ae-2-s0.log"]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not all(f.exists() and "train |" in f.read_text() for f in logs):
+        time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 130, out
+    assert out.count("] interrupted after") == 2 and "FAILED" not in out, out
+    assert "run the same command again to resume" in out
+    for name in ("mim-2-s0", "ae-2-s0"):
+        assert 0 < step_of(runs / name) < 100000
+
+
+def test_progress_page_while_runs_train(tmp_path, capsys):
+    """--progress-page: state, step, epochs, best validation and per-epoch validation of each run,
+    from the run directories alone (a run not started yet is listed as new)."""
+    cfg = write_config(tmp_path, variants=["mim", "ae"],
+                       train={"max_steps": 6, "batch_size": 50, "eval_max_sentences": 50, "log_every": 2,
+                              "checkpoint_every": 2, "eval_every": 3})
+    assert main(["reproduce", str(cfg), "--only", "mim-2", "--no-eval", "--quiet"]) == 0
+    page = tmp_path / "docs" / "progress.md"
+    assert main(["reproduce", str(cfg), "--progress-page", str(page)]) == 0
+    text = page.read_text()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    assert rows["mim-2-s0"][1:3] == ["done", "6"] and rows["ae-2-s0"][1:3] == ["new", "0"]
+    assert "### mim-2-s0" in text and "| 0 | 3 |" in text and "| 0 | 6 |" in text  # validations at steps 3 and 6
+    assert (tmp_path / "docs" / "progress" / "curves.png").exists()
+    data = json.loads((tmp_path / "docs" / "progress" / "progress.json").read_text())
+    assert data["mim-2-s0"]["step"] == 6 and data["ae-2-s0"]["status"] == "new"

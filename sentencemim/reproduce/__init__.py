@@ -64,6 +64,9 @@ def register(sub) -> None:
     p.add_argument("--report-only", action="store_true", help="only (re)write the page from finished evaluations")
     p.add_argument("--latent-only", action="store_true", help="only write the latent-table page (Tables 11-20)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the state of each run")
+    p.add_argument("--progress-page", metavar="PAGE.md",
+                   help="only write a progress page (state, step, epochs, best validation, lr decays, speed, curves "
+                        "of each run) from the run directories, evaluating nothing; safe beside running trainings")
     p.add_argument("--quiet", action="store_true", help="no training progress lines")
     p.add_argument("--parallel", type=number(int, ge=1), default=1, metavar="N",
                    help="train/evaluate up to N runs at once as child processes (on a CPU the cores are split "
@@ -85,7 +88,7 @@ def cmd_reproduce(args) -> int:
         from ..runtime import resolve_device
         resolve_device(args.device)  # a missing GPU: one line, before anything runs
     runs = plan(cfg, args.only.split(",") if args.only else None, ov, args.runs_dir)
-    if not args.no_eval and not args.dry_run:
+    if not args.no_eval and not args.dry_run and not args.progress_page:
         eval_settings(cfg, args.device)  # evaluation settings are checked before hours of training
         heldout_settings(cfg)
     command = "smim reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else "smim reproduce " + args.config
@@ -95,6 +98,11 @@ def cmd_reproduce(args) -> int:
             status, step = train_state(r)
             print(f"  {r.name:<16} {status:<8} step {step:<6} " + (f"external {r.external['path']}" if r.external
                                                                    else train_command(r, status == "partial")))
+        return 0
+    if args.progress_page:
+        from .progress import write_progress_page
+        page = write_progress_page(cfg, runs, args.progress_page, command)
+        print(f"wrote {page}")
         return 0
     if args.latent_only:
         page = write_latent_page(cfg, runs, command)

@@ -275,11 +275,15 @@ def drive_parallel(cfg: dict, runs: list[Run], n: int, passthrough: list[str], d
                 del active[name]
                 done = len(runs) - len(pending) - len(active)
                 tail = ""
-                if rc:
+                lines = Path(log).read_text(errors="replace").strip().splitlines() if rc else []
+                # a child stopped by our Ctrl-C / SIGTERM checkpoints and says so: that is no failure
+                stopped = bool(rc and stop and lines and "interrupted at step" in lines[-1])
+                if rc and not stopped:
                     failed.append(name)
-                    lines = Path(log).read_text(errors="replace").strip().splitlines()
+                if rc:
                     tail = f"; last line: {lines[-1] if lines else '(empty log)'}"
-                print(f"[{name}] {'finished' if rc == 0 else f'FAILED (status {rc})'} after "
+                state = "finished" if rc == 0 else "interrupted" if stopped else f"FAILED (status {rc})"
+                print(f"[{name}] {state} after "
                       f"{_fmt_s(time.monotonic() - t1)}; {done}/{len(runs)} done, {len(active)} running, "
                       f"{_fmt_s(time.monotonic() - t0)} elapsed{tail}", flush=True)
     finally:
