@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from sentencemim import bounds
+from sentencemim.eval import bounds
 from sentencemim.cli import _load_eval_split
 from sentencemim.eval.heldout import METHODS, HeldoutConfig, heldout_bounds
 from sentencemim.modelio import load_model

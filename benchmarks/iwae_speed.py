@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from sentencemim import bounds
+from sentencemim.eval import bounds
 from sentencemim.cli import _load_eval_split
 from sentencemim.modelio import load_model
 

@@ -55,7 +55,7 @@ def _heldout_config(args):
     """HeldoutConfig from the explicit flags over `base` (the --quick preset or the defaults)."""
     base = {}
     if getattr(args, "quick", False):
-        from .evaluate import QUICK
+        from .eval.evaluate import QUICK
         base = dict(QUICK["heldout"])
     cfg = HeldoutConfig(**{**base, **explicit(args, HeldoutConfig)})
     cfg.validate()
@@ -70,10 +70,10 @@ def _valid_split(path, info, split, data_dir, n, vocab):
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import QUICK, eval_extras, evaluate, format_report, quick_note
+    from .eval.evaluate import QUICK, eval_extras, evaluate, format_report, quick_note
     from .modelio import load_model
     from .runtime import resolve_device
-    from .scoring import check_precision
+    from .eval.scoring import check_precision
     for name, default in (("repeats", 10), ("iwae_k", 100), ("max_sentences", 0)):
         if getattr(args, name) is None:
             setattr(args, name, QUICK[name] if args.quick else default)
@@ -112,7 +112,7 @@ def cmd_evaluate(args) -> int:
         print(f"wrote {args.json}", file=sys.stderr)
     if args.per_sentence:
         import numpy as np
-        from .evaluate import per_sentence_arrays
+        from .eval.terms import per_sentence_arrays
         np.savez_compressed(args.per_sentence, **per_sentence_arrays(per_sentence))
         print(f"wrote per-sentence values to {args.per_sentence}", file=sys.stderr)
     return 0
@@ -121,7 +121,7 @@ def cmd_evaluate(args) -> int:
 def cmd_report(args) -> int:
     from .modelio import load_model
     from .report import analyse_run, parse_reference, write_report
-    from .scoring import check_precision
+    from .eval.scoring import check_precision
     cfg = ReportConfig(**{k: getattr(args, k) for k in ReportConfig.__dataclass_fields__})
     cfg.validate()
     check_precision(cfg.precision, cfg.device)

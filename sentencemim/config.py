@@ -19,7 +19,7 @@ from .errors import UserError
 
 OBJECTIVES = ("mim", "vae", "ae", "lm")  # lm: the decoder alone, latent_dim 0
 ANNEALING = ("none", "linear", "logistic")
-PRECISIONS = ("fp32", "bf16")  # evaluation decoder scoring (sentencemim.scoring)
+PRECISIONS = ("fp32", "bf16")  # evaluation decoder scoring (sentencemim.eval.scoring)
 OPTIMIZERS = ("adam", "sgd")
 SPLITS = ("train", "valid", "test")
 DEVICE_HELP = "auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N"

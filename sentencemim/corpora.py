@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import sys
 import tempfile
 import urllib.request

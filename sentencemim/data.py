@@ -21,7 +21,7 @@ Batch layout for a sentence w1..wn (T = max n + 1 over the batch, right padded):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bounds
 from .config import ReportConfig  # noqa: F401 - defined with the other configs; imported from here too
 from .errors import UserError
+from .eval import bounds
+from .eval.evaluate import BOUND_ORDER, eval_extras, evaluate
 from .eval.heldout import format_heldout
-from .evaluate import (BOUND_ORDER, eval_extras, evaluate, melbo_size_to_match, melbo_vs_size,
-                       per_sentence_arrays)
+from .eval.terms import melbo_size_to_match, melbo_vs_size, per_sentence_arrays
 
 
 def analyse_run(name: str, model, vocab, info: dict, ds, train_ds, cfg: ReportConfig, progress=True,
@@ -194,7 +194,7 @@ def markdown(runs: list[dict], cfg: ReportConfig, targets: list[dict], command: 
          "numerator only (the authors' code; n/a where the bound does not split into tokens). The MELBO uses "
          "the test set's own aggregated posterior as prior: it is *not* a held-out likelihood.", ""]
     if cfg.precision != "fp32":
-        from .evaluate import PRECISION_WHAT
+        from .eval.terms import PRECISION_WHAT
         L += [f"**Approximate numbers:** {PRECISION_WHAT[cfg.precision]}.", ""]
     for r in runs:
         rep = r["report"]

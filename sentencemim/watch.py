@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from . import bounds
+from .eval import bounds
 from .errors import UserError
 
 DIAG_SENTENCES = 2000  # validation sentences behind the MI estimate and active units

@@ -4,7 +4,7 @@ averaged over R repeats with seeds seed..seed+R-1; deterministic modes are decod
 import numpy as np
 import pytest
 
-from sentencemim.evaluate import BLEU_MODES, bleu_report, reconstructions
+from sentencemim.eval.bleu import BLEU_MODES, bleu_report, reconstructions
 from sentencemim.metrics import bleu_scores
 
 

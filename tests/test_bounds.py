@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from sentencemim import bounds
+from sentencemim.eval import bounds
 from sentencemim.config import ModelConfig
 from sentencemim.data import Dataset
+from sentencemim.eval.evaluate import BOUND_ORDER, evaluate, format_report
 from sentencemim.eval.heldout import HeldoutConfig
-from sentencemim.evaluate import (BOUND_ORDER, evaluate, format_report, melbo, melbo_size_to_match,
-                                  melbo_vs_size, perplexities)
+from sentencemim.eval.terms import melbo, melbo_size_to_match, melbo_vs_size, perplexities
 from sentencemim.model import SentenceAE, kl_std_normal, log_normal
 
 

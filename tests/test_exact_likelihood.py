@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from sentencemim.bounds import AggregatePrior, importance_weights, iwae_nll, log_mean_exp, posteriors
+from sentencemim.eval.bounds import AggregatePrior, importance_weights, iwae_nll, log_mean_exp, posteriors
 from sentencemim.config import ModelConfig
 from sentencemim.data import Dataset, collate
 from sentencemim.model import SentenceAE

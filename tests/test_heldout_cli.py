@@ -11,7 +11,7 @@ import torch
 
 from sentencemim.cli import main
 from sentencemim.config import ModelConfig, TrainConfig
-from sentencemim.evaluate import evaluate
+from sentencemim.eval.evaluate import evaluate
 from sentencemim.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from sentencemim.bounds import AggregatePrior, posteriors
+from sentencemim.eval.bounds import AggregatePrior, posteriors
 from sentencemim.config import ModelConfig
 from sentencemim.data import Dataset, collate
 from sentencemim.eval import ais as A
@@ -25,7 +25,7 @@ from sentencemim.eval import proposals as P
 from sentencemim.eval.heldout import HeldoutConfig, heldout_bounds
 from sentencemim.eval.priors import Mixture, StdNormal
 from sentencemim.model import SentenceAE
-from sentencemim.scoring import Scorer
+from sentencemim.eval.scoring import Scorer
 
 WORDS = (4, 5, 6)
 

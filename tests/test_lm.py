@@ -8,7 +8,7 @@ import torch
 
 from sentencemim.config import ModelConfig
 from sentencemim.data import collate
-from sentencemim.evaluate import evaluate
+from sentencemim.eval.evaluate import evaluate
 from sentencemim.model import SentenceAE
 
 

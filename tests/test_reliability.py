@@ -325,7 +325,7 @@ def _reproduce_threads(tmp, c, root):
 
 
 def _reproduce_bf16(tmp, c, root):
-    from sentencemim.scoring import bf16_problem
+    from sentencemim.eval.scoring import bf16_problem
     if bf16_problem("cpu") is None:
         pytest.skip("this CPU runs bf16: not refused here")
     p = _reproduce_config(tmp, evaluate={"precision": "bf16", "device": "cpu"})
@@ -333,7 +333,7 @@ def _reproduce_bf16(tmp, c, root):
 
 
 def _evaluate_bf16(tmp, c, root):
-    from sentencemim.scoring import bf16_problem
+    from sentencemim.eval.scoring import bf16_problem
     if bf16_problem("cpu") is None:
         pytest.skip("this CPU runs bf16: not refused here")
     return ["evaluate", root / "run", "--precision", "bf16", "--device", "cpu"], "--precision bf16"

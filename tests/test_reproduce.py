@@ -218,7 +218,7 @@ def test_parallel_runs_with_the_language_model_reference(tmp_path, capsys):
     lm_nll = np.load(runs / "lm-0-s0" / "analysis.npz")["ps_nll"]
     assert len(idx) == 8 and mim["heldout"]["sentences"] == 8 and mim["iwae"]["subset"]["of"] == 20
     table = page.split("### Tightest held-out bounds", 1)[1].split("\n\n###", 1)[0]
-    assert "| 8 of 20 |" in table and mim["heldout"]["method"] in table
+    assert "| 8 of 20 |" in table and mim["heldout"]["method"] in table and "K=1: " in table
     assert f"{lm_nll[idx].mean():.2f}" in table and f"{mim['heldout']['nll_per_sentence']:.2f}" in table
     # the same run trained serially in this process gives the same numbers
     serial = tmp_path / "serial"

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from sentencemim.config import ModelConfig
-from sentencemim.evaluate import sentence_terms
+from sentencemim.eval.terms import sentence_terms
 from sentencemim.model import SentenceAE
 from sentencemim.errors import UserError
-from sentencemim.scoring import Scorer, _onednn_linear, bf16_problem
+from sentencemim.eval.scoring import Scorer, _onednn_linear, bf16_problem
 
 HAVE_ONEDNN = _onednn_linear(torch.nn.Linear(4, 3), torch.float32) is not None
 HAVE_ONEDNN_BF16 = _onednn_linear(torch.nn.Linear(4, 3), torch.bfloat16) is not None

@@ -45,7 +45,7 @@ def test_validation_records_carry_latent_diagnostics(tmp_path, tiny_dataset):
 
 
 def test_diagnostics_match_bounds_on_the_same_posteriors(tiny_model, tiny_dataset):
-    from sentencemim.bounds import active_units, mutual_information, posteriors
+    from sentencemim.eval.bounds import active_units, mutual_information, posteriors
     rec, std, var = latent_diagnostics(tiny_model, tiny_dataset, batch_size=4)
     mu, logvar = posteriors(tiny_model, tiny_dataset)
     assert rec["active_units"] == active_units(mu)[0]

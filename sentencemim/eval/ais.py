@@ -37,7 +37,7 @@ import torch
 
 from ..data import Dataset
 from ..progress import Progress
-from ..scoring import Scorer
+from .scoring import Scorer
 
 TARGET_ACCEPT = 0.65
 

@@ -46,7 +46,6 @@ import torch
 
 from ..config import HELDOUT_METHODS as METHODS
 from ..config import HeldoutConfig, _floats
-from ..errors import UserError
 from . import ais as ais_mod
 from . import proposals as P
 from .priors import Mixture, make_prior

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ..bounds import AggregatePrior, log_q_matrix
+from .bounds import AggregatePrior, log_q_matrix
 from ..model import LOG_2PI
 
 

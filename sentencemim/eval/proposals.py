@@ -37,7 +37,7 @@ import torch
 
 from ..data import Dataset
 from ..progress import Progress
-from ..scoring import Scorer
+from .scoring import Scorer
 from .priors import Mixture
 
 LOG_2PI = math.log(2 * math.pi)
@@ -103,7 +103,7 @@ class Components:
         return z.to(device=self.like.device, dtype=self.like.dtype)
 
     def log_prob(self, z):
-        from ..bounds import log_q_matrix
+        from .bounds import log_q_matrix
         out = []
         for b in range(self.cand.shape[0]):  # (n, L) per sentence: its own candidates
             c = self.cand[b].to(self.prior.mu.device)

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import UserError
@@ -85,7 +85,7 @@ def _jsonable(x):
 
 def eval_settings(cfg: dict, device: str | None):
     from ..config import ReportConfig, from_dict
-    from ..scoring import check_precision
+    from ..eval.scoring import check_precision
     ec = dict(cfg.get("evaluate", {}))
     if device:
         ec["device"] = device
@@ -137,7 +137,7 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
             valid = (vds, f"{len(vds)} {source} sentences (seed 0)")
         res = analyse_run(run.name, model, vocab, info, ds, train_ds, rc, heldout=heldout, valid=valid)
     else:  # the language model: its exact NLL, nothing latent to analyse
-        from ..evaluate import evaluate
+        from ..eval.evaluate import evaluate
         res = {"name": run.name, "objective": "lm", "latent_dim": 0, "hidden_dim": model.cfg.hidden_dim,
                "corpus": info.get("train", {}).get("corpus"), "step": info.get("step"), "cross": {},
                "report": evaluate(model, ds, vocab, batch_size=rc.batch_size, device=rc.device, progress=True,

@@ -94,6 +94,12 @@ def _lm_on(lm: tuple | None, rep: dict) -> float | None:
     return float(nll[idx].mean())
 
 
+def _convergence(b: dict) -> str:
+    """The bound at each sample count (or AIS step count), e.g. 'K=1: 130.2, K=10: 121.9, K=100: 120.1'."""
+    tag = "T" if "steps" in b else "K"
+    return ", ".join(f"{tag}={k}: {_n(v)}" for k, v in b.get("convergence", {}).items())
+
+
 def tightest_table(analyses: list, lab, lms: list) -> list[str]:
     """#12's table: per model and prior, the tightest held-out bound with its method, K or steps,
     ESS and k-hat, beside q-only IWAE, the MELBO and the GRU LM's exact NLL on the same sentences."""
@@ -105,11 +111,13 @@ def tightest_table(analyses: list, lab, lms: list) -> list[str]:
          "For each model and prior: the tightest valid upper bound on -log p(x) that the methods give, the method "
          "and its settings chosen on validation sentences (never on the scored ones), its sample count, effective "
          "sample size (ESS, per sentence, mean / min) and Pareto k-hat of the weights (above 0.7 the estimate "
-         "is not to be trusted), beside q-only IWAE on the same samples, the MELBO (test-set prior: **not held "
+         "is not to be trusted), the mean bound over the first K samples (AIS: at each step count T; still falling "
+         "at the largest K means not converged), beside q-only IWAE on the same samples, the MELBO (test-set prior: **not held "
          "out**) and the GRU LM's exact NLL on the same sentences. Nats per sentence, words + <eos>.", "",
          "| model | step | prior | sentences | tightest bound (PPL) | method [settings] | K / steps | ESS mean / min "
-         "| k-hat median | q-only IWAE | MELBO (all sentences) |" + (" GRU LM exact NLL | bound - LM |" if lm else ""),
-         "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if lm else "")]
+         "| k-hat median | convergence | q-only IWAE | MELBO (all sentences) |"
+         + (" GRU LM exact NLL | bound - LM |" if lm else ""),
+         "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if lm else "")]
     for r, a, key in rows:
         rep = a["report"]
         b = rep[key]
@@ -118,7 +126,7 @@ def tightest_table(analyses: list, lab, lms: list) -> list[str]:
         unit = f"T={b['steps']}, {b['k']} chains" if "steps" in b else f"K={b['k']}"
         row = (f"| {lab(r)} | {a['step']} | {b['prior']} | {n} of {rep['sentences']} | {_n(b['nll_per_sentence'])} "
                f"({_n(b['ppl_words_eos'])}) | {b['method']} [{b['settings']}] | {unit} | {b['ess_mean']:.1f} / "
-               f"{b['ess_min']:.1f} of {b['k']} | {_n(b['khat_median'])} | {_n(q)} | "
+               f"{b['ess_min']:.1f} of {b['k']} | {_n(b['khat_median'])} | {_convergence(b)} | {_n(q)} | "
                f"{_n(rep['melbo']['nll_per_sentence'])} |")
         if lm:
             x = _lm_on(lm, rep)

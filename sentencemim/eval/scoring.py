@@ -38,8 +38,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from .config import PRECISIONS
-from .model import SentenceAE
+from ..config import PRECISIONS
+from ..model import SentenceAE
 
 with warnings.catch_warnings():  # torch.utils.mkldnn imports torch.jit's deprecated script API
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -84,7 +84,7 @@ def bf16_problem(device) -> str | None:
 
 def check_precision(precision: str, device) -> None:
     """A UserError, one line, for a precision this device does not truly run."""
-    from .errors import UserError
+    from ..errors import UserError
     if precision == "bf16":
         why = bf16_problem(device)
         if why:

@@ -11,7 +11,7 @@ printed with its bound, prior, sample count and <eos> convention:
   ELBO (eqn 11), prior N(0, I):  E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)), analytic KL,
       the expectation over the K IWAE samples (or the N_z MELBO samples without IWAE);
       and the single-sample form -log p(x|z_1) - log N(z_1) + log q(z_1|x).
-  IWAE_K (bounds.py), prior N(0, I) and prior = mixture of the posteriors of M
+  IWAE_K (eval/bounds.py), prior N(0, I) and prior = mixture of the posteriors of M
       *training* sentences. Both are held-out bounds; IWAE_1 is the single-sample ELBO.
   Tightest held-out bound (sentencemim.eval.heldout), both priors: importance sampling
       with better proposals than q (widened q, defensive mixtures, fitted Gaussians,
@@ -21,12 +21,8 @@ printed with its bound, prior, sample count and <eos> convention:
 An AE (objective "ae") has a deterministic encoder: its reconstruction, MELBO and BLEU
 use z = the posterior mean; its held-out bounds use proposals centred on the mean.
 
-Perplexity = exp(sum of sentence NLLs / number of tokens), two conventions:
-  words+<eos>   <eos> in numerator and denominator (what peers report; the default)
-  paper         numerator without the <eos> terms, denominator with one <eos> per
-                sentence (the authors' code; only for comparing with the paper's tables).
-                Only defined where the bound splits into token terms (MELBO, ELBO with
-                analytic KL); an importance-weighted log-mean-exp does not split.
+Perplexities (both <eos> conventions), the MELBO and the per-sentence terms: terms.py;
+BLEU: bleu.py; the bounds: bounds.py (q-only IWAE), heldout.py (the tightest).
 """
 
 from __future__ import annotations
@@ -37,212 +33,17 @@ import time
 import numpy as np
 import torch
 
+from ..data import Dataset
+from ..entropy import knn_entropy, std_normal_entropy
+from ..model import SentenceAE
+from ..progress import Progress
+from ..vocab import Vocab
 from . import bounds
-from .data import Dataset
-from .decoding import decode
-from .entropy import knn_entropy, std_normal_entropy
-from .eval.heldout import HeldoutConfig, entry_fields, format_heldout, heldout_bounds
-from .metrics import bleu_scores
-from .model import SentenceAE, kl_std_normal
-from .progress import Progress
+from .bleu import BLEU_MODES, bleu_report
+from .heldout import HeldoutConfig, entry_fields, format_heldout, heldout_bounds
 from .scoring import Scorer
-from .vocab import Vocab
-
-EOS_CONVENTIONS = {
-    "ppl_words_eos": "exp(sum NLL / (words + <eos>)); <eos> in numerator and denominator",
-    "ppl_paper": "exp((sum NLL - <eos> terms) / (words + <eos>)); the paper's convention",
-}
-# What each per-sentence array holds (saved with them as `_what`); nats, dataset order.
-PER_SENTENCE_WHAT = {
-    "tokens": "words + 1 <eos>",
-    "rec": "-log p(x|z), z ~ q(z|x), mean over N_z samples, words + <eos> (first MELBO repeat)",
-    "rec_eos": "the <eos> term of rec",
-    "kl": "KL(q(z|x) || N(0,I)), analytic",
-    "melbo": "rec + log N: the sentence's term of the MELBO (eqn 16), prior = test-set aggregate posterior",
-    "elbo": "E_q[-log p(x|z)] + analytic KL, prior N(0,I)",
-    "rec_q": "E_q[-log p(x|z)] over the K IWAE samples",
-    "elbo_single": "single-sample -ELBO, prior N(0,I)",
-    "iwae": "-IWAE_K, prior N(0,I)",
-    "elbo_single_train_prior": "single-sample -ELBO, prior = training aggregate posterior",
-    "iwae_train_prior": "-IWAE_K, prior = training aggregate posterior",
-    "heldout": "tightest held-out bound, prior N(0,I) (method chosen on validation sentences; see the report)",
-    "heldout_train_prior": "tightest held-out bound, prior = training aggregate posterior (method chosen on "
-                           "validation sentences)",
-    "true_nll": "exact -log p(x) under the generating HMM (corpus synthetic)",
-    "nll": "exact -log p(x) of the language model, words + <eos>",
-    "nll_eos": "the <eos> term of nll",
-    "mu_var_per_dim": "Var over sentences of E_q[z_u], per latent dimension (active units), not per sentence",
-}
-
-
-PRECISION_WHAT = {
-    "fp32": "float32 decoder scoring (exact up to float rounding)",
-    "bf16": "bfloat16 vocabulary projection: approximate, per-sentence deviation std ~0.05 nats "
-            "(docs/evaluation.md); the bounds are not guaranteed bounds",
-}
-
-
-def per_sentence_arrays(per: dict) -> dict:
-    """The per-sentence arrays plus their descriptions (`_what`, JSON), ready for np.savez."""
-    import json
-    return {**per, "_what": np.array(json.dumps({k: PER_SENTENCE_WHAT.get(k, "") for k in per}))}
-
-
-# (z mode, decoding method). The first is the paper's: the authors' code reconstructs from
-# z ~ q(z|x) by sampling at temperature 1 (REFERENCE.md), so that mode goes beside the
-# paper's BLEU, with R repeats; the greedy modes are ours, labelled, decoded once.
-BLEU_MODES = (("sample", "sample"), ("sample", "greedy"), ("mean", "greedy"))
-
-
-@torch.no_grad()
-def sentence_terms(model: SentenceAE, ds: Dataset, n_z: int = 1, batch_size: int = 100,
-                   seed: int = 0, device="cpu", progress: bool = False, at_mean: bool = True,
-                   precision: str = "fp32", deterministic: bool = False, desc: str = "evaluate") -> dict:
-    """Per-sentence arrays in dataset order: rec (mean over n_z samples z ~ q of
-    -log p(x|z); z = mu for a deterministic encoder), rec_eos (its <eos> part), rec_mean
-    (at z = mu; only with at_mean), kl (analytic), tokens (words + 1). Seeded; the global
-    RNG is left untouched."""
-    model.eval()
-    N = len(ds)
-    res = {k: np.zeros(N) for k in ("rec", "rec_eos", "rec_mean", "rec_mean_eos", "kl")}
-    res["tokens"] = np.zeros(N, dtype=np.int64)
-    batches = ds.eval_batches(batch_size)
-    bar = Progress(len(batches), desc, enabled=progress)
-    scorer = Scorer(model, precision)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for idx in batches:
-            b = ds.batch(idx).to(device)
-            mu, logvar = model.encode(b.enc_in, b.lengths)
-            z = (mu[None] if deterministic else
-                 torch.stack([model.reparameterize(mu, logvar) for _ in range(n_z)]))  # (n_z, B, d)
-            if at_mean:
-                z = torch.cat([z, mu[None]])
-            r, e = scorer.nll(b.dec_in, b.dec_tgt, z)
-            nz = 1 if deterministic else n_z
-            terms = {"rec": r[:nz].double().mean(0), "rec_eos": e[:nz].double().mean(0),
-                     "kl": kl_std_normal(mu, logvar)}
-            if at_mean:
-                terms["rec_mean"], terms["rec_mean_eos"] = r[nz], e[nz]
-            i = b.index.cpu().numpy()
-            for k, v in terms.items():
-                res[k][i] = v.double().cpu().numpy()
-            res["tokens"][i] = b.lengths.cpu().numpy()
-            bar.update()
-    bar.close()
-    return res
-
-
-def _exp(x: float) -> float:
-    """exp that gives inf instead of raising (a bound can be thousands of nats per token)."""
-    return math.exp(x) if x < 700 else math.inf
-
-
-def perplexities(nll_sum: float, eos_sum: float | None, tokens: int) -> dict:
-    return {"ppl_words_eos": _exp(nll_sum / tokens),
-            "ppl_paper": None if eos_sum is None else _exp((nll_sum - eos_sum) / tokens)}
-
-
-def melbo(rec: np.ndarray, rec_eos: np.ndarray, tokens: np.ndarray) -> dict:
-    """Eqn 16 from per-sentence reconstruction terms."""
-    N = len(rec)
-    nll = rec.mean() + math.log(N)
-    return {"nll_per_sentence": nll, "log_N": math.log(N),
-            **perplexities(N * nll, rec_eos.sum(), int(tokens.sum()))}
-
-
-def melbo_vs_size(rec: np.ndarray, sizes, trials: int = 500, seed: int = 0) -> dict:
-    """Paper Fig. 5: the MELBO of random subsets of K sentences (without replacement),
-    mean and std over `trials` subsets for each K. rec: (N,) per-sentence -log p(x|z)."""
-    rng = np.random.default_rng(seed)
-    N = len(rec)
-    mean, std = [], []
-    for K in sizes:
-        vals = [rec[rng.choice(N, K, replace=False)].mean() + math.log(K) for _ in range(trials)]
-        mean.append(float(np.mean(vals)))
-        std.append(float(np.std(vals)))
-    return {"sizes": [int(k) for k in sizes], "mean": mean, "std": std, "trials": trials}
-
-
-def melbo_size_to_match(rec_mean: float, target_nll: float) -> float:
-    """log10 of the test-set size K at which mean rec + log K reaches target_nll,
-    extrapolating with the mean reconstruction term held fixed (paper App. B)."""
-    return (target_nll - rec_mean) / math.log(10)
-
-
-def _bound(name, prior, samples, per_sentence, tokens, eos=None, std=None) -> dict:
-    """One labelled NLL bound: per-sentence values aggregated once."""
-    N, T = len(per_sentence), int(tokens.sum())
-    out = {"bound": name, "prior": prior, "samples": samples,
-           "nll_per_sentence": float(per_sentence.sum() / N),
-           **perplexities(float(per_sentence.sum()), None if eos is None else float(eos.sum()), T)}
-    if std is not None:
-        out.update(std)
-    out["what"] = (f"{name} upper bound on NLL; prior {prior}; {samples}; PPL [words+<eos>]"
-                   + (" and [paper convention]" if eos is not None else ""))
-    return out
-
-
-@torch.no_grad()
-def reconstructions(model, ds: Dataset, vocab: Vocab, z_mode: str = "sample", method: str = "greedy",
-                    batch_size: int = 100, seed: int = 0, device="cpu") -> list[list[str]]:
-    """Decode every sentence of ds from z ~ q(z|x) (z_mode 'sample') or z = mu ('mean')."""
-    model.eval()
-    out: list = [None] * len(ds)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for idx in ds.eval_batches(batch_size):
-            b = ds.batch(idx).to(device)
-            mu, logvar = model.encode(b.enc_in, b.lengths)
-            z = model.reparameterize(mu, logvar) if z_mode == "sample" else mu
-            ids = decode(model, z, max_len=int(b.lengths.max()) + 20, method=method, generator=gen)
-            for i, seq in zip(b.index.tolist(), ids):
-                out[i] = vocab.decode(seq)
-    return out
-
-
-def bleu_report(model, ds, vocab, modes=BLEU_MODES, batch_size=100, seed=0, device="cpu",
-                repeats: int = 1, progress: bool = False, deterministic: bool = False) -> list[dict]:
-    """BLEU of reconstructions in each (z mode, decoding) mode. A mode with any randomness
-    (z ~ q or sampled decoding) is decoded `repeats` times with seeds seed, seed+1, ...: its
-    scores are the mean over repeats, with the std beside them (`*_std`); the first repeat's
-    examples are kept. Deterministic modes (z = mean, greedy) are decoded once.
-    deterministic (an AE): z = the posterior mean in every mode."""
-    refs = [vocab.decode(s.tolist()) for s in ds.seqs]
-    out = []
-    for z_mode, method in modes:
-        z_here = "mean" if deterministic else z_mode
-        r_here = repeats if (z_here == "sample" or method == "sample") else 1
-        bar = Progress(r_here, f"BLEU ({z_here} z, {method})", enabled=progress)
-        scores, first = [], None
-        for r in range(r_here):
-            hyps = reconstructions(model, ds, vocab, z_here, method, batch_size, seed + r, device)
-            scores.append(bleu_scores(refs, hyps))
-            first = first or hyps
-            bar.update()
-        bar.close()
-        z_what = ("z = mean of q(z|x) (AE: deterministic encoder)" if deterministic else
-                  "z ~ q(z|x)" if z_mode == "sample" else "z = mean of q(z|x)")
-        dec_what = "greedy decoding" if method == "greedy" else "sampling at temperature 1"
-        rep_what = f", mean of R={r_here} repeats" if r_here > 1 else ""
-        keys = scores[0].keys()
-        out.append({"z": z_mode, "decoding": method, "repeats": r_here,
-                    "what": f"reconstruction from {z_what}, {dec_what}{rep_what}",
-                    **{k: float(np.mean([s[k] for s in scores])) for k in keys},
-                    **{k + "_std": float(np.std([s[k] for s in scores])) for k in keys},
-                    "examples": [(" ".join(r), " ".join(h)) for r, h in list(zip(refs, first))[:5]]})
-    return out
-
-
-def synthetic_truth(ds: Dataset, vocab: Vocab) -> np.ndarray:
-    """Exact -log p(x) of each sentence of the built-in synthetic corpus (its HMM)."""
-    from .errors import UserError
-    from .synthetic import true_nll
-    if ds.oov:
-        raise UserError("the test split has words outside the model's vocabulary; the true NLL of the "
-                        "synthetic corpus would not match the model's event space")
-    return true_nll([vocab.decode(s.tolist()) for s in ds.seqs])
+from .terms import (EOS_CONVENTIONS, PRECISION_WHAT, bound_entry, melbo, perplexities, sentence_terms,
+                    synthetic_truth)
 
 
 @torch.no_grad()
@@ -268,7 +69,7 @@ def evaluate_lm(model: SentenceAE, ds: Dataset, batch_size: int = 100, device="c
         bar.update()
     bar.close()
     T = int(tokens.sum())
-    exact = _bound("exact NLL", "none (language model, no latent)", "exact, no sampling", nll, tokens, eos)
+    exact = bound_entry("exact NLL", "none (language model, no latent)", "exact, no sampling", nll, tokens, eos)
     exact["bound"] = "exact"
     exact["what"] = ("exact -log p(x) of the GRU language model (not a bound); PPL [words+<eos>] and "
                      "[paper convention]")
@@ -277,7 +78,7 @@ def evaluate_lm(model: SentenceAE, ds: Dataset, batch_size: int = 100, device="c
            "precision_what": PRECISION_WHAT[precision], "timing_s": {"exact": time.perf_counter() - t0},
            "per_sentence": {"tokens": tokens, "nll": nll, "nll_eos": eos}}
     if true_nll is not None:
-        rep["truth"] = {**_bound("true NLL", "the generating HMM", "exact (forward algorithm)",
+        rep["truth"] = {**bound_entry("true NLL", "the generating HMM", "exact (forward algorithm)",
                                  np.asarray(true_nll, dtype=np.float64), tokens), "bound": "exact",
                         "what": "exact -log p(x) under the HMM that generated the corpus"}
         rep["per_sentence"]["true_nll"] = np.asarray(true_nll, dtype=np.float64)
@@ -331,7 +132,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         },
         "kl": {"what": "KL(q(z|x) || N(0,I)) per sentence, analytic, nats", "mean": float(first["kl"].mean())},
         "melbo": {
-            **_bound("MELBO (eqn 16)", "test-set aggregate posterior [uses test data: NOT held-out]",
+            **bound_entry("MELBO (eqn 16)", "test-set aggregate posterior [uses test data: NOT held-out]",
                      ("z = mean of q (AE)" if det else f"N_z={n_z} per sentence") + f", mean of R={repeats} repeats",
                      first["rec"] + math.log(N), tokens, first["rec_eos"]),
             "n_z": n_z, "repeats": repeats, "log_N": math.log(N),
@@ -350,7 +151,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
                                                           "what": "fixed random subset (Dataset.subset_index)"}}
         rec_r = np.mean([r["rec"] for r in runs], 0)  # E_q over the R MELBO repeats, every sentence
         elbo = rec_r + first["kl"]
-        report["elbo"] = {**_bound("ELBO", "N(0,I)", f"R={repeats} samples of z ~ q per sentence (the MELBO "
+        report["elbo"] = {**bound_entry("ELBO", "N(0,I)", f"R={repeats} samples of z ~ q per sentence (the MELBO "
                                    "repeats) for E_q[-log p(x|z)], analytic KL", elbo, tokens,
                                    np.mean([r["rec_eos"] for r in runs], 0)), "sentences": N}
         per.update(elbo=elbo, bound_index=np.asarray(sub_idx))
@@ -367,7 +168,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         rec_q, eos_q = w["rec"].mean(1), w["rec_eos"].mean(1)  # E_q over the K samples
         if sub_idx is None:
             elbo = rec_q + w["kl"]
-            report["elbo"] = _bound("ELBO", "N(0,I)", f"K={iwae_k} for E_q[-log p(x|z)], analytic KL",
+            report["elbo"] = bound_entry("ELBO", "N(0,I)", f"K={iwae_k} for E_q[-log p(x|z)], analytic KL",
                                     elbo, tokens, eos_q)
             per["elbo"] = elbo
         per["rec_q"] = rec_q
@@ -377,9 +178,9 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
                 continue
             single = bounds.single_sample_elbo_nll(w["rec"], w["log_q"], lp)
             iw = bounds.iwae_nll(w["rec"], w["log_q"], lp)
-            report["elbo_single" + tag] = {**_bound("ELBO (single sample)", prior, "1 sample" + sub_note, single,
+            report["elbo_single" + tag] = {**bound_entry("ELBO (single sample)", prior, "1 sample" + sub_note, single,
                                                     btok), **sub_info}
-            report["iwae" + tag] = {**_bound(f"IWAE_{iwae_k}", prior, f"K={iwae_k}" + sub_note,
+            report["iwae" + tag] = {**bound_entry(f"IWAE_{iwae_k}", prior, f"K={iwae_k}" + sub_note,
                                              iw, btok), "k": iwae_k, **sub_info}
             per["elbo_single" + tag], per["iwae" + tag] = single, iw
         if train_prior is not None:
@@ -395,18 +196,18 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
                                      valid_what=valid_what)
                 if res:
                     m = res["methods"][res["chosen"]]
-                    b = _bound(f"tightest ({res['chosen']})", res["prior"], m["samples"] + sub_note,
+                    b = bound_entry(f"tightest ({res['chosen']})", res["prior"], m["samples"] + sub_note,
                                res["per_sentence"], btok)
                     report["heldout" + tag] = {**entry_fields(res, b), **sub_info}
                     per["heldout" + tag] = res["per_sentence"]
                 timing["heldout" + tag] = time.perf_counter() - t0
     else:
         elbo = first["rec"] + first["kl"]
-        report["elbo"] = _bound("ELBO", "N(0,I)", f"N_z={n_z} for E_q[-log p(x|z)], analytic KL",
+        report["elbo"] = bound_entry("ELBO", "N(0,I)", f"N_z={n_z} for E_q[-log p(x|z)], analytic KL",
                                 elbo, tokens, first["rec_eos"])
         per["elbo"] = elbo
     if true_nll is not None:
-        report["truth"] = {**_bound("true NLL", "the generating HMM", "exact (forward algorithm)",
+        report["truth"] = {**bound_entry("true NLL", "the generating HMM", "exact (forward algorithm)",
                                     np.asarray(true_nll, dtype=np.float64), tokens),
                            "what": "exact -log p(x) under the HMM that generated the corpus"}
         report["truth"]["bound"] = "exact"
@@ -532,8 +333,8 @@ def quick_note(args, heldout: HeldoutConfig) -> str:
 
 def resolve_device(name: str) -> torch.device:
     """--device: cpu, cuda, cuda:N or auto; a missing GPU is the user's error, not a traceback."""
-    from .errors import UserError
-    from .runtime import pick_device
+    from ..errors import UserError
+    from ..runtime import pick_device
     try:
         device = pick_device(name)
     except RuntimeError as e:

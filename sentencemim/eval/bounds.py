@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import Dataset
-from .model import LOG_2PI, SentenceAE, log_normal, log_std_normal
-from .progress import Progress
+from ..data import Dataset
+from ..model import LOG_2PI, SentenceAE, log_normal, log_std_normal
+from ..progress import Progress
 from .scoring import Scorer
 
 
