@@ -57,9 +57,9 @@ def main(argv=None) -> int:
     if args.agg_prior_m:
         train = _load_eval_split(args.model, info, "train", args.data_dir, 0, vocab)
         priors.append(bounds.training_prior(model, train, args.agg_prior_m, 0, device=args.device))
-    out = {"model": args.model, "sentences": len(test), "valid": len(valid), "k": args.k,
+    out = {"model": args.model, "step": info.get("step"), "sentences": len(test), "valid": len(valid), "k": args.k,
            "threads": torch.get_num_threads(), "results": []}
-    print(f"{len(test)} test sentences, {len(valid)} validation sentences, K = {args.k}, "
+    print(f"{args.model} at step {info.get('step')}: {len(test)} test sentences, {len(valid)} validation sentences, K = {args.k}, "
           f"{torch.get_num_threads()} thread(s); NLL bounds in nats/sentence, words + <eos>", flush=True)
     for agg in priors:
         t0 = time.perf_counter()
