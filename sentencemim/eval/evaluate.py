@@ -79,7 +79,7 @@ def evaluate_lm(model: SentenceAE, ds: Dataset, batch_size: int = 100, device="c
            "per_sentence": {"tokens": tokens, "nll": nll, "nll_eos": eos}}
     if true_nll is not None:
         rep["truth"] = {**bound_entry("true NLL", "the generating HMM", "exact (forward algorithm)",
-                                 np.asarray(true_nll, dtype=np.float64), tokens), "bound": "exact",
+                                      np.asarray(true_nll, dtype=np.float64), tokens), "bound": "exact",
                         "what": "exact -log p(x) under the HMM that generated the corpus"}
         rep["per_sentence"]["true_nll"] = np.asarray(true_nll, dtype=np.float64)
     return rep
@@ -133,8 +133,9 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         "kl": {"what": "KL(q(z|x) || N(0,I)) per sentence, analytic, nats", "mean": float(first["kl"].mean())},
         "melbo": {
             **bound_entry("MELBO (eqn 16)", "test-set aggregate posterior [uses test data: NOT held-out]",
-                     ("z = mean of q (AE)" if det else f"N_z={n_z} per sentence") + f", mean of R={repeats} repeats",
-                     first["rec"] + math.log(N), tokens, first["rec_eos"]),
+                          ("z = mean of q (AE)" if det else f"N_z={n_z} per sentence")
+                          + f", mean of R={repeats} repeats",
+                          first["rec"] + math.log(N), tokens, first["rec_eos"]),
             "n_z": n_z, "repeats": repeats, "log_N": math.log(N),
             **{k: float(np.mean([m[k] for m in mel])) for k in keys},
             **{k + "_std": float(np.std([m[k] for m in mel])) for k in keys},
@@ -152,8 +153,8 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         rec_r = np.mean([r["rec"] for r in runs], 0)  # E_q over the R MELBO repeats, every sentence
         elbo = rec_r + first["kl"]
         report["elbo"] = {**bound_entry("ELBO", "N(0,I)", f"R={repeats} samples of z ~ q per sentence (the MELBO "
-                                   "repeats) for E_q[-log p(x|z)], analytic KL", elbo, tokens,
-                                   np.mean([r["rec_eos"] for r in runs], 0)), "sentences": N}
+                                        "repeats) for E_q[-log p(x|z)], analytic KL", elbo, tokens,
+                                        np.mean([r["rec_eos"] for r in runs], 0)), "sentences": N}
         per.update(elbo=elbo, bound_index=np.asarray(sub_idx))
         report["bound_subset"] = {**sub_info["subset"], "what": (
             f"IWAE and the held-out bounds on {len(sub_idx)} of the {N} sentences (a fixed random subset, seed "
@@ -169,7 +170,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         if sub_idx is None:
             elbo = rec_q + w["kl"]
             report["elbo"] = bound_entry("ELBO", "N(0,I)", f"K={iwae_k} for E_q[-log p(x|z)], analytic KL",
-                                    elbo, tokens, eos_q)
+                                         elbo, tokens, eos_q)
             per["elbo"] = elbo
         per["rec_q"] = rec_q
         for tag, lp, prior in (("", w["log_p"], "N(0,I)"),
@@ -179,9 +180,9 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
             single = bounds.single_sample_elbo_nll(w["rec"], w["log_q"], lp)
             iw = bounds.iwae_nll(w["rec"], w["log_q"], lp)
             report["elbo_single" + tag] = {**bound_entry("ELBO (single sample)", prior, "1 sample" + sub_note, single,
-                                                    btok), **sub_info}
+                                                         btok), **sub_info}
             report["iwae" + tag] = {**bound_entry(f"IWAE_{iwae_k}", prior, f"K={iwae_k}" + sub_note,
-                                             iw, btok), "k": iwae_k, **sub_info}
+                                                  iw, btok), "k": iwae_k, **sub_info}
             per["elbo_single" + tag], per["iwae" + tag] = single, iw
         if train_prior is not None:
             report["iwae_train_prior"]["m"] = train_prior.m
@@ -197,18 +198,18 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
                 if res:
                     m = res["methods"][res["chosen"]]
                     b = bound_entry(f"tightest ({res['chosen']})", res["prior"], m["samples"] + sub_note,
-                               res["per_sentence"], btok)
+                                    res["per_sentence"], btok)
                     report["heldout" + tag] = {**entry_fields(res, b), **sub_info}
                     per["heldout" + tag] = res["per_sentence"]
                 timing["heldout" + tag] = time.perf_counter() - t0
     else:
         elbo = first["rec"] + first["kl"]
         report["elbo"] = bound_entry("ELBO", "N(0,I)", f"N_z={n_z} for E_q[-log p(x|z)], analytic KL",
-                                elbo, tokens, first["rec_eos"])
+                                     elbo, tokens, first["rec_eos"])
         per["elbo"] = elbo
     if true_nll is not None:
         report["truth"] = {**bound_entry("true NLL", "the generating HMM", "exact (forward algorithm)",
-                                    np.asarray(true_nll, dtype=np.float64), tokens),
+                                         np.asarray(true_nll, dtype=np.float64), tokens),
                            "what": "exact -log p(x) under the HMM that generated the corpus"}
         report["truth"]["bound"] = "exact"
         per["true_nll"] = np.asarray(true_nll, dtype=np.float64)

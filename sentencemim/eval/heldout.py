@@ -21,8 +21,8 @@ Which methods are then run on the scored sentences is `heldout_test`: "chosen" (
 default) runs the chosen method and q-only IWAE, whose samples the evaluation has drawn
 anyway, and keeps every other method's validation figures under `validation_only`;
 "all" runs every method there too (the comparison of `benchmarks/heldout_methods.py`).
-The scored-sentence pass is the costly one (it is over the whole test set), so "chosen"
-costs about a third of "all" with the default methods. Methods:
+The pass over the scored sentences is the costly one, so "chosen" costs about a third of
+"all" with the default methods. Methods:
 
     q           q(z|x) itself (the classical IWAE)
     prior       the prior alone
@@ -169,6 +169,11 @@ class _Run:
         if method == "components":
             return (f"{min(self.cfg.component_candidates, self.prior.m)} mixture components nearest to q's mean, "
                     f"weighted by p(x|mu_m)" + (f"; {setting:g} of it + {1 - setting:.3g} prior" if setting < 1 else ""))
+        if method == "ais":
+            c = self.cfg
+            return (f"AIS from the prior, sigmoid schedule, T={c.ais_step_list()[-1]} steps, {c.ais_chains} chains, "
+                    f"HMC with {c.ais_leapfrog} leapfrog steps, step size per sentence adapted on "
+                    f"{c.ais_pilot_chains} separate pilot chains")
         return method
 
     # ---------------------------------------------------------------- running
@@ -227,9 +232,7 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
                 curve[T] = float(-P.log_mean_exp(lw, 1).mean())
             s = P.summarise(lw)
             s["convergence"] = curve
-            entry = {"settings": f"AIS from the prior, sigmoid schedule, T={steps[-1]} steps, {cfg.ais_chains} chains, "
-                                 f"HMC with {cfg.ais_leapfrog} leapfrog steps, step size per sentence adapted on "
-                                 f"{cfg.ais_pilot_chains} separate pilot chains",
+            entry = {"settings": run.describe(method, None),
                      "samples": f"T={steps[-1]} steps x {cfg.ais_chains} chains", "k": cfg.ais_chains,
                      "steps": steps[-1], "convergence_what": "mean bound at each step count T"}
         else:
@@ -254,8 +257,7 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
         methods[method], per[method] = entry, s["nll"]
     validation_only = {m: {"valid_nll_per_sentence": v["nll"], "valid_score": v["score"],
                            "valid_khat_median": v["khat"], "time_s": v["time_s"],
-                           "settings": (run.describe(m, v["setting"]) if m != "ais" else
-                                        f"AIS, T={cfg.ais_step_list()[-1]} steps, {cfg.ais_chains} chains")}
+                           "settings": run.describe(m, v["setting"])}
                        for m, v in valid_res.items() if m not in methods}
     extra = {}
     if cfg.bdmc_sentences and "ais" in methods:
@@ -263,7 +265,7 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
                          cfg.ais_pilot_chains, cfg.ais_leapfrog, seed, device, progress, max_rows)
         extra["bdmc"] = {k: v for k, v in d.items() if k not in ("upper", "lower")}
     return {**extra, "chosen": chosen, "per_sentence": per[chosen], "per_method": per, "methods": methods,
-            "validation_only": validation_only, "tested": cfg.heldout_test,
+            "validation_only": validation_only,
             "prior": prior.source, "valid_what": valid_what,
             "what": f"the method with the lowest bound on {valid_what or 'the validation sentences'} among "
                     f"{', '.join(valid_res)}, ranked by mean bound + its estimated standard deviation "

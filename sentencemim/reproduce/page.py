@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .driver import _fmt_s, eval_settings, heldout_settings
 from ..errors import UserError
-from .plan import VARIANTS, Run, commit, machine, read_json, utc
+from .plan import VARIANTS, Run, commit, machine, read_json, steps_per_epoch, utc
 
 # ---------------------------------------------------------------------- results pages
 def _n(x, fmt=".2f") -> str:
@@ -210,15 +210,7 @@ def _run_facts(run: Run, a: dict) -> dict:
     """Steps, epochs, wall times and commands of a run, from its own records."""
     rec = read_json(run.out / "reproduce.json", {"sessions": []})
     ext = rec.get("external")
-    metrics = run.out / "metrics.jsonl"
-    if ext and not metrics.exists():
-        metrics = Path(ext["source"]) / "metrics.jsonl"
-    spe = None
-    if metrics.exists():
-        with open(metrics) as f:
-            first = json.loads(f.readline() or "{}")
-        if "train_sentences" in first:
-            spe = first["train_sentences"] // json.loads((run.out / "config.json").read_text())["train"]["batch_size"]
+    spe = steps_per_epoch(_metrics_dir(run) / "metrics.jsonl", run.out / "config.json")
     sessions = rec["sessions"]
     return {"step": a["step"], "epochs": a["step"] / spe if spe else None, "sessions": sessions,
             "train_wall_s": sum(s["wall_s"] for s in sessions) if sessions else ext and ext.get("wall_s"),

@@ -182,6 +182,18 @@ def read_json(path: Path, default):
     return json.loads(path.read_text()) if path.exists() else default
 
 
+def steps_per_epoch(metrics: Path, config: Path) -> int | None:
+    """Optimizer steps per epoch of a started run: the training sentences that the first record
+    of its metrics.jsonl (the start event) states // the batch size in its config.json; None
+    before the run has written one."""
+    if not metrics.exists():
+        return None
+    with open(metrics) as f:
+        first = json.loads(f.readline() or "{}")
+    bs = read_json(config, {}).get("train", {}).get("batch_size")
+    return first["train_sentences"] // bs if "train_sentences" in first and bs else None
+
+
 def commit() -> str:
     """The commit of the code this process runs (provenance.code_commit: read once, at its
     first use, the start of `cmd_reproduce`, because HEAD may move while a long matrix trains)."""
