@@ -7,7 +7,7 @@ with settings chosen on V validation sentences, and prints per method: the bound
 mean ESS, median Pareto k-hat, and wall time (validation grid + test pass).
 
     python benchmarks/heldout_methods.py RUN --data-dir ../shared/data [--sentences 200] [--k 100]
-        [--methods q,prior,gauss,defensive,fitted,components,ais] [--ais-steps 20,100] [--agg-prior-m 1000]
+        [--methods q,prior,gauss,defensive,fitted,components,ais,ais_fitted] [--ais-steps 20,100] [--agg-prior-m 1000]
         [--valid 100] [--threads 2] [--device cpu] [--json OUT]
 
 Works on any run or model directory (tested on a tiny synthetic model in tests/test_heldout_cli.py).

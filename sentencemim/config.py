@@ -244,7 +244,8 @@ def to_dict(cfg) -> dict:
 
 
 # Held-out bounds beyond q-only IWAE (sentencemim.eval): the proposals and AIS of issue #12.
-HELDOUT_METHODS = ("q", "prior", "gauss", "defensive", "fitted", "components", "ais")
+HELDOUT_METHODS = ("q", "prior", "gauss", "defensive", "fitted", "components", "ais", "ais_fitted")
+AIS_METHODS = ("ais", "ais_fitted")
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -273,7 +274,7 @@ class HeldoutConfig:
     fit_samples: int = _f(2, "fitted: z samples per Adam step", ge=1)
     fit_lr: float = _f(0.05, "fitted: Adam learning rate, > 0", gt=0.0)
     component_candidates: int = _f(100, "components: nearest mixture components decoded per sentence", ge=1)
-    ais_steps: str = _f("20,100", "ais: annealing step counts (the largest is reported, all shown for convergence)")
+    ais_steps: str = _f("20,100", "ais, ais_fitted: annealing step counts (the largest is reported, all shown for convergence)")
     ais_chains: int = _f(16, "ais: chains per sentence", ge=1)
     ais_pilot_chains: int = _f(4, "ais: extra chains that only adapt the step size", ge=0)
     ais_leapfrog: int = _f(5, "ais: leapfrog steps per HMC transition", ge=1)
@@ -294,7 +295,7 @@ class HeldoutConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive numbers")
         if any(not 0 < a <= 1 for a in _floats(self.defensive_weights, "defensive_weights")):
             raise UserError("--defensive-weights must lie in (0, 1]")
-        if not self.ais_step_list() and "ais" in self.method_list():
+        if not self.ais_step_list() and set(AIS_METHODS) & set(self.method_list()):
             raise UserError("--ais-steps needs at least one step count")
 
     def method_list(self) -> list[str]:

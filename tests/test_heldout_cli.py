@@ -54,12 +54,16 @@ def test_evaluate_heldout_flags_and_errors(tiny_run, tmp_path, monkeypatch, caps
     monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
     js = tmp_path / "a.json"
     assert main(["evaluate", str(tiny_run), "--max-sentences", "8", "--no-bleu", "--repeats", "1", "--iwae-k", "20",
-                 "--agg-prior-m", "0", "--heldout-methods", "q,ais", "--ais-steps", "2,5", "--ais-chains", "4",
-                 "--heldout-valid", "4", "--bdmc-sentences", "2", "--json", str(js)]) == 0
+                 "--agg-prior-m", "0", "--heldout-methods", "q,ais,ais_fitted", "--ais-steps", "2,5", "--ais-chains",
+                 "4", "--heldout-valid", "4", "--heldout-test", "all", "--bdmc-sentences", "2", "--json", str(js)]) == 0
     rep = json.loads(js.read_text())
-    a = rep["heldout"]["methods"]["ais"]
-    assert set(a["convergence"]) == {"2", "5"} and a["k"] == 4 and "heldout_train_prior" not in rep
-    assert "bdmc" in rep["heldout"] or rep["heldout"]["method"] != "ais"
+    for m in ("ais", "ais_fitted"):
+        a = rep["heldout"]["methods"][m]
+        assert set(a["convergence"]) == {"2", "5"} and a["k"] == 4 and "heldout_train_prior" not in rep
+    assert "from the Gaussian fitted per sentence" in rep["heldout"]["methods"]["ais_fitted"]["settings"]
+    b = rep["heldout"]["bdmc"]  # for the chosen AIS method, else the first that ran
+    assert b["method"] == (rep["heldout"]["method"] if rep["heldout"]["method"] in ("ais", "ais_fitted") else "ais")
+    assert b["upper_mean"] >= b["lower_mean"] - 1.0
     capsys.readouterr()
     assert main(["evaluate", str(tiny_run), "--heldout-methods", "q,magic"]) == 2
     assert "unknown held-out method(s) magic" in capsys.readouterr().err

@@ -192,6 +192,79 @@ def test_bdmc_sandwich_brackets_the_exact_value(d):
         assert out[3]["gap_mean"] > 0.1 and out[30]["gap_mean"] < 0.5 * out[3]["gap_mean"]
 
 
+def fitted_base(model, prior, start_std):
+    """ais's `base` for ais_fitted: per batch, a Gaussian fitted on its ELBO (30 Adam steps)
+    from N(mean of q, start_std^2), cached per sentences like heldout's."""
+    cache, gen = {}, torch.Generator().manual_seed(11)
+
+    def base(b, scorer):
+        key = tuple(b.index.tolist())
+        if key not in cache:
+            with torch.no_grad():
+                mu, _ = model.encode(b.enc_in, b.lengths)
+            cache[key] = P.fit_gaussian(scorer, b, prior, mu, torch.full_like(mu, math.log(start_std)), 30, 4, 0.05, gen)
+        return P.Gaussian(*cache[key])
+    return base
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_ais_from_a_fitted_gaussian_approaches_the_exact_value(d):
+    """AIS from a Gaussian fitted per sentence (ais_fitted): with T = 1 it is importance
+    sampling from that Gaussian; it converges with T, and lies above the exact value in
+    expectation at every T. Started from a fit that begins at q's own std (e^-5, far too
+    narrow: Adam cannot widen it in 30 steps) it is badly off at short runs, so the test can fail."""
+    model = sharp_model(d)
+    seqs = sentences(5)[::20]
+    ds = Dataset(seqs)
+    exact_nll = -exact_std_normal(model, seqs)
+    base = fitted_base(model, StdNormal(d), 0.3)
+    gaps = {}
+    for T in (1, 10, 100):
+        r = A.ais(model, ds, StdNormal(d), T, chains=16, pilot=4, leapfrog=5, seed=1, base=base)
+        gaps[T] = -P.log_mean_exp(r["log_w"], 1) - exact_nll
+    for T, g in gaps.items():
+        assert g.mean() > -3 * g.std() / math.sqrt(len(g)) - 1e-3, (T, g.mean())
+    assert np.abs(gaps[100]).mean() < 0.08 and np.abs(gaps[100]).max() < 0.25
+    # T = 1 is plain IS from the base: the same log weights as proposals.log_weights with it
+    r1 = A.ais(model, ds, StdNormal(d), 1, chains=16, pilot=0, leapfrog=5, seed=1, base=base)
+    b = ds.batch(ds.eval_batches(20)[0])
+    g = base(b, Scorer(model))
+    z = g.sample(16, torch.Generator().manual_seed(1))
+    rec, _ = Scorer(model).nll(b.dec_in, b.dec_tgt, z)
+    lw = (-rec.double() + StdNormal(d).log_prob(z) - g.log_prob(z)).T.numpy()
+    np.testing.assert_allclose(r1["log_w"][b.index.numpy()], lw, rtol=1e-9, atol=1e-9)
+    narrow = fitted_base(model, StdNormal(d), math.exp(-5.0))
+    bad = -P.log_mean_exp(A.ais(model, ds, StdNormal(d), 2, chains=16, pilot=4, leapfrog=5, seed=1,
+                                base=narrow)["log_w"], 1) - exact_nll
+    assert bad.mean() > 1.0 and bad.mean() > 5 * np.abs(gaps[100]).mean()
+
+
+def test_bdmc_from_a_fitted_gaussian_brackets_the_exact_value():
+    model = sharp_model(2)
+    base = fitted_base(model, StdNormal(2), 0.3)
+    b = A.bdmc(model, StdNormal(2), 8, 30, chains=8, pilot=4, leapfrog=3, seed=4, base=base, base_what="from a fit")
+    ds, _ = A.simulate(model, StdNormal(2), 8, seed=4)
+    exact_nll = -exact_std_normal(model, ds.seqs)
+    se = max(np.std(b["upper"] - exact_nll), np.std(b["lower"] - exact_nll)) / math.sqrt(8)
+    assert b["upper_mean"] > exact_nll.mean() - 3 * se - 0.01
+    assert b["lower_mean"] < exact_nll.mean() + 3 * se + 0.01
+    assert b["gap_mean"] < 0.4 and "from a fit" in b["what"]
+
+
+def test_heldout_runs_ais_fitted_from_fitteds_choice(case):
+    """ais_fitted in heldout_bounds starts from fitted's chosen Gaussian, says so, and its
+    bound is within 0.2 nats of the exact value under N(0, I) for every sentence."""
+    cfg = HeldoutConfig(heldout_methods="ais_fitted,q,gauss,fitted", heldout_test="all", fit_steps=30,
+                        fit_samples=4, ais_steps="5,30", ais_chains=16)
+    res = heldout_bounds(case["model"], Dataset(TEST), Dataset(VALID), None, cfg, 100, "mim", max_rows=4000, seed=0)
+    m = res["methods"]["ais_fitted"]
+    assert "Gaussian fitted per sentence" in m["settings"] and "whitened" in m["settings"]
+    assert set(m["convergence"]) == {5, 30} and m["steps"] == 30 and m["k"] == 16
+    gap = res["per_method"]["ais_fitted"] + case["exact"]
+    assert np.abs(gap).max() < 0.2, gap
+    assert list(res["methods"]) == ["q", "gauss", "fitted", "ais_fitted"]  # fitted chosen before it starts from it
+
+
 def test_proposal_densities_integrate_to_one():
     """Components and Defensive (with the mixture prior) are normalised densities in d = 1,
     and their samples follow them (mean and variance)."""

@@ -8,6 +8,16 @@ Intermediate distributions f_t(z) = P(z) p(x|z)^beta_t, 0 = beta_0 < ... < beta_
     log w = sum_t (beta_t - beta_{t-1}) log p(x|z_{t-1}),   z_t ~ HMC leaving f_t invariant,
 
 so E[w] = p(x): -log mean_c w_c over C chains bounds -log p(x) from above in expectation.
+
+From a per-sentence Gaussian `base` r(z|x) instead (the Gaussian fitted per sentence, which
+is already near the posterior), the path is geometric between r and the joint:
+f_t(z) = r(z|x)^(1 - beta_t) (P(z) p(x|z))^beta_t, chains start at z_0 ~ r, and
+
+    log w = sum_t (beta_t - beta_{t-1}) [log P(z_{t-1}) + log p(x|z_{t-1}) - log r(z_{t-1}|x)].
+
+r is normalised, so again E[w] = p(x); with T = 1 this is importance sampling from r, and
+it tightens as T grows. HMC then uses r's stds as its (diagonal) mass matrix, i.e. it moves
+in r's whitened coordinates, so one step size suits every dimension.
 Run from an exact posterior sample with the schedule reversed (beta 1 -> 0), E[w] =
 1 / p(x) and log mean_c w_c bounds -log p(x) from *below* in expectation: on sentences
 sampled from the model, where the z that generated x is an exact posterior sample, the
@@ -51,10 +61,11 @@ def schedule(steps: int, rad: float = 4.0) -> np.ndarray:
 
 
 class _Target:
-    """log p(x|z) and its gradient for the rows (S, B) of one batch, plus the prior."""
+    """log p(x|z) and its gradient for the rows (S, B) of one batch, the prior, and the
+    path's start: the prior (base None) or a per-sentence Gaussian r(z|x) (`base`)."""
 
-    def __init__(self, scorer: Scorer, batch, prior):
-        self.scorer, self.batch, self.prior = scorer, batch, prior
+    def __init__(self, scorer: Scorer, batch, prior, base=None):
+        self.scorer, self.batch, self.prior, self.base = scorer, batch, prior, base
 
     def loglik(self, z):
         rec, g = self.scorer.nll_grad(self.batch.dec_in, self.batch.dec_tgt, z)
@@ -62,15 +73,34 @@ class _Target:
         bad = ~torch.isfinite(ll)
         return ll.masked_fill(bad, -math.inf), torch.nan_to_num(-g, nan=0.0, posinf=0.0, neginf=0.0)
 
+    def increment(self, z, ll):
+        """log f_1(z) - log f_0(z): log p(x|z), plus log P(z) - log r(z|x) from a base."""
+        if self.base is None:
+            return ll
+        return ll + self.prior.log_prob(z) - self.base.log_prob(z)
+
+    def log_f(self, z, ll, beta):
+        """log f_beta(z), up to a constant that does not depend on z."""
+        if self.base is None:
+            return self.prior.log_prob(z) + beta * ll
+        return (1 - beta) * self.base.log_prob(z) + beta * (self.prior.log_prob(z) + ll)
+
+    def grad_log_f(self, z, g, beta):
+        if self.base is None:
+            return self.prior.grad(z) + beta * g
+        return (1 - beta) * self.base.grad(z) + beta * (self.prior.grad(z) + g)
+
 
 def _hmc(target: _Target, z, ll, g, beta, eps, leapfrog, gen):
-    """One HMC transition leaving P(z) p(x|z)^beta invariant. eps: (B,) step sizes.
+    """One HMC transition leaving f_beta invariant. eps: (B,) step sizes, in the base's
+    whitened coordinates when there is a base (its stds are the inverse mass matrix).
     Returns the new (z, ll, g) and the acceptance probability of each row (S, B)."""
-    prior = target.prior
     e = eps[None, :, None].to(z.dtype)
+    if target.base is not None:
+        e = e * torch.exp(target.base.logstd).to(z.dtype)[None]  # (1, B, d)
 
-    def grad_u(zz, gg):  # d/dz of -(log P + beta log p(x|z))
-        return -(prior.grad(zz) + beta * gg)
+    def grad_u(zz, gg):  # d/dz of -log f_beta
+        return -target.grad_log_f(zz, gg, beta)
 
     p0 = torch.randn(z.shape, generator=gen, device=z.device, dtype=z.dtype)
     p = p0 - 0.5 * e * grad_u(z, g)
@@ -79,8 +109,8 @@ def _hmc(target: _Target, z, ll, g, beta, eps, leapfrog, gen):
         zn = zn + e * p
         lln, gn = target.loglik(zn)
         p = p - (e if i < leapfrog - 1 else 0.5 * e) * grad_u(zn, gn)
-    h0 = -(prior.log_prob(z) + beta * ll) + 0.5 * (p0.double() ** 2).sum(-1)
-    h1 = -(prior.log_prob(zn) + beta * lln) + 0.5 * (p.double() ** 2).sum(-1)
+    h0 = -target.log_f(z, ll, beta) + 0.5 * (p0.double() ** 2).sum(-1)
+    h1 = -target.log_f(zn, lln, beta) + 0.5 * (p.double() ** 2).sum(-1)
     log_alpha = torch.nan_to_num(h0 - h1, nan=-math.inf).clamp(max=0.0)
     u = torch.rand(log_alpha.shape, generator=gen, device=z.device, dtype=torch.float64)
     acc = torch.log(u) < log_alpha  # (S, B)
@@ -92,27 +122,32 @@ def _hmc(target: _Target, z, ll, g, beta, eps, leapfrog, gen):
 
 def ais_batch(scorer: Scorer, batch, prior, betas: np.ndarray, chains: int, pilot: int, leapfrog: int,
               gen: torch.Generator, start: torch.Tensor | None = None, eps0: float | None = None,
-              eps_steps: torch.Tensor | None = None) -> dict:
+              eps_steps: torch.Tensor | None = None, base=None) -> dict:
     """AIS along `betas` for the B sentences of a batch. Forward (betas 0 -> 1): chains
-    start from the prior. Reverse (betas 1 -> 0): they start at `start` (B, d), an exact
-    posterior sample. `eps_steps` (T - 1, B): a fixed step size per transition instead of
-    the pilot-adapted one. Returns log_w (B, chains) float64 of the estimate chains, the
-    mean acceptance probability and the step sizes used, eps_steps (T - 1, B)."""
-    target = _Target(scorer, batch, prior)
+    start from the prior, or from `base` (a `proposals.Gaussian` of the batch, (B, d)).
+    Reverse (betas 1 -> 0): they start at `start` (B, d), an exact posterior sample, and
+    end at the prior (or the base). `eps_steps` (T - 1, B): a fixed step size per
+    transition instead of the pilot-adapted one. Returns log_w (B, chains) float64 of the
+    estimate chains, the mean acceptance probability and the step sizes used, eps_steps (T - 1, B)."""
+    target = _Target(scorer, batch, prior, base)
     B = batch.size
     S = chains + pilot
     dtype = scorer.param_dtype
     device = batch.dec_in.device
-    if start is None:
-        z = prior.sample((S, B), gen, device, dtype)
-    else:
+    if start is not None:
         z = start.to(device=device, dtype=dtype)[None].expand(S, B, -1).clone()
+    elif base is not None:
+        z = base.sample(S, gen).to(dtype)
+    else:
+        z = prior.sample((S, B), gen, device, dtype)
     ll, g = target.loglik(z)
-    eps = torch.full((B,), 0.5 * prior.scale() if eps0 is None else eps0, dtype=torch.float64, device=device)
+    if eps0 is None:  # in the base's whitened coordinates, where it is N(0, I)
+        eps0 = 0.5 * (prior.scale() if base is None else 1.0)
+    eps = torch.full((B,), eps0, dtype=torch.float64, device=device)
     log_w = torch.zeros(S, B, dtype=torch.float64, device=device)
     accs, used = [], []
     for t in range(1, len(betas)):
-        log_w += (betas[t] - betas[t - 1]) * ll  # f_t / f_{t-1} at the current state
+        log_w += (betas[t] - betas[t - 1]) * target.increment(z, ll)  # f_t / f_{t-1} at the current state
         if t == len(betas) - 1:
             break
         if eps_steps is not None:
@@ -128,11 +163,14 @@ def ais_batch(scorer: Scorer, batch, prior, betas: np.ndarray, chains: int, pilo
 
 def ais(model, ds: Dataset, prior, steps: int, chains: int = 16, pilot: int = 4, leapfrog: int = 5,
         batch_size: int = 20, max_rows: int = 1024, seed: int = 0, device="cpu", progress: bool = False,
-        starts: torch.Tensor | None = None, eps_steps: np.ndarray | None = None) -> dict:
+        starts: torch.Tensor | None = None, eps_steps: np.ndarray | None = None, base=None) -> dict:
     """Forward AIS (or reverse from `starts` (N, d), exact posterior samples, dataset order)
     over the sentences of ds. Returns log_w (N, chains) in dataset order, the mean
     acceptance rate and the step sizes used, eps_steps (N, T - 1). Reverse runs take the
-    forward run's eps_steps (they are reversed here)."""
+    forward run's eps_steps (they are reversed here). `base(batch, scorer)` -> a
+    `proposals.Gaussian` of the batch: the path starts there instead of at the prior; it
+    must give the same Gaussian for the same sentences each time (a reverse run ends where
+    its forward run started)."""
     model.eval()
     scorer = Scorer(model, "fp32")
     betas = schedule(steps)
@@ -143,20 +181,22 @@ def ais(model, ds: Dataset, prior, steps: int, chains: int = 16, pilot: int = 4,
     gen = torch.Generator(device=device).manual_seed(seed)
     bs = max(1, min(batch_size, max_rows // (chains + pilot)))
     batches = ds.eval_batches(bs)
-    bar = Progress(len(batches), f"AIS {'reverse ' if starts is not None else ''}T={steps} x {chains} chains",
+    bar = Progress(len(batches), f"AIS {'reverse ' if starts is not None else ''}"
+                                 f"{'' if base is None else 'from a fitted Gaussian '}T={steps} x {chains} chains",
                    enabled=progress)
     accs = []
     for idx in batches:
         b = ds.batch(idx).to(device)
         fixed = None if eps_steps is None else torch.as_tensor(eps_steps[np.asarray(idx)][:, ::-1].T.copy())
         res = ais_batch(scorer, b, prior, betas, chains, pilot if fixed is None else 0, leapfrog, gen,
-                        None if starts is None else starts[torch.as_tensor(idx)], eps_steps=fixed)
+                        None if starts is None else starts[torch.as_tensor(idx)], eps_steps=fixed,
+                        base=None if base is None else base(b, scorer))
         out["log_w"][np.asarray(idx)] = res["log_w"]
         out["eps_steps"][np.asarray(idx)] = res["eps_steps"].T
         accs.append(res["accept"])
         bar.update()
     bar.close()
-    out["accept"] = float(np.nanmean(accs))
+    out["accept"] = float(np.nanmean(accs)) if np.isfinite(accs).any() else float("nan")  # T = 1: no transition
     return out
 
 
@@ -183,13 +223,14 @@ def simulate(model, prior, n: int, seed: int = 0, max_len: int = 50, device="cpu
 
 
 def bdmc(model, prior, n: int, steps: int, chains: int = 16, pilot: int = 4, leapfrog: int = 5, seed: int = 0,
-         device="cpu", progress: bool = False, max_rows: int = 1024) -> dict:
+         device="cpu", progress: bool = False, max_rows: int = 1024, base=None, base_what: str = "") -> dict:
     """BDMC on n sentences simulated from the model: forward AIS gives an upper bound and
     reverse AIS from the generating z a lower bound on -log p(x), both in expectation.
-    Returns per-sentence values and their means (nats/sentence)."""
+    `base` as in `ais` (the same Gaussian for both directions). Returns per-sentence values
+    and their means (nats/sentence)."""
     ds, z = simulate(model, prior, n, seed, device=device)
     kw = dict(chains=chains, pilot=pilot, leapfrog=leapfrog, seed=seed + 1, device=device, progress=progress,
-              max_rows=max_rows)
+              max_rows=max_rows, base=base)
     fwd = ais(model, ds, prior, steps, **kw)
     rev = ais(model, ds, prior, steps, starts=z, eps_steps=fwd["eps_steps"], **kw)
     from .proposals import log_mean_exp
@@ -199,5 +240,6 @@ def bdmc(model, prior, n: int, steps: int, chains: int = 16, pilot: int = 4, lea
             "upper_mean": float(upper.mean()), "lower_mean": float(lower.mean()),
             "gap_mean": float((upper - lower).mean()), "prior": prior.source,
             "what": f"BDMC on {len(ds)} sentences sampled from the model (prior {prior.source}): forward AIS "
+                    f"{base_what or 'from the prior'} "
                     f"(upper bound on NLL in expectation) and reverse AIS from the generating z (lower bound), "
                     f"T={steps} steps, {chains} chains, {leapfrog} leapfrog steps; nats/sentence, words + <eos>"}

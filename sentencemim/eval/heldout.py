@@ -34,6 +34,10 @@ The pass over the scored sentences is the costly one, so "chosen" costs about a 
     components  (training-mixture prior only) the `component_candidates` components
                 nearest to q's mean, reweighted by p(x|mu_m); a = 1, 0.9 or 0.5 against P
     ais         AIS with HMC from the prior (`ais_steps`, `ais_chains`, ...)
+    ais_fitted  AIS from fitted's Gaussian (at fitted's chosen widening, x 1 without a fitted
+                run) to the posterior, HMC in that Gaussian's whitened coordinates: it starts
+                near the posterior, so it needs far fewer steps than AIS from the prior when
+                the posterior is far from the prior (N(0, I) in 512 dimensions)
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ import time
 import numpy as np
 import torch
 
+from ..config import AIS_METHODS, HeldoutConfig, _floats
 from ..config import HELDOUT_METHODS as METHODS
-from ..config import HeldoutConfig, _floats
 from . import ais as ais_mod
 from . import proposals as P
 from .priors import Mixture, make_prior
@@ -82,6 +86,7 @@ class _Run:
         self.kw = dict(batch_size=max(1, min(batch_size, 20)), max_rows=max_rows, seed=seed, device=device,
                        precision=precision)
         self.progress, self.seed, self.device = progress, seed, device
+        self.fit_gen = torch.Generator(device=device).manual_seed(seed + 7)  # fits for AIS's start
         self.cache: dict = {}
         self.chosen: dict = {}  # method -> chosen setting (gauss feeds defensive and fitted)
 
@@ -169,12 +174,31 @@ class _Run:
         if method == "components":
             return (f"{min(self.cfg.component_candidates, self.prior.m)} mixture components nearest to q's mean, "
                     f"weighted by p(x|mu_m)" + (f"; {setting:g} of it + {1 - setting:.3g} prior" if setting < 1 else ""))
-        if method == "ais":
+        if method in AIS_METHODS:
             c = self.cfg
-            return (f"AIS from the prior, sigmoid schedule, T={c.ais_step_list()[-1]} steps, {c.ais_chains} chains, "
-                    f"HMC with {c.ais_leapfrog} leapfrog steps, step size per sentence adapted on "
+            start = "the prior" if method == "ais" else f"{self.ais_base_what()} (geometric path)"
+            where = "" if method == "ais" else " in its whitened coordinates"
+            return (f"AIS from {start}, sigmoid schedule, T={c.ais_step_list()[-1]} steps, {c.ais_chains} chains, "
+                    f"HMC{where} with {c.ais_leapfrog} leapfrog steps, step size per sentence adapted on "
                     f"{c.ais_pilot_chains} separate pilot chains")
         return method
+
+    def ais_base_what(self) -> str:
+        return "the " + self.describe("fitted", (self.chosen.get("fitted", (1.0, 1.0))[0], 1.0))
+
+    def ais_base(self, method, tag):
+        """None (AIS from the prior) or, for ais_fitted, `base(batch, scorer)` -> the batch's
+        fitted Gaussian (cached per sentences, so a reverse run ends where its forward run began)."""
+        if method == "ais":
+            return None
+        c = self.chosen.get("fitted", (1.0, 1.0))[0]
+
+        def base(b, scorer):
+            with torch.no_grad():
+                mu, lv = self.model.encode(b.enc_in, b.lengths)
+            m, ls = self._fitted_params(tag, b, mu, lv, scorer, self.fit_gen)
+            return P.Gaussian(m, ls + math.log(c))
+        return base
 
     # ---------------------------------------------------------------- running
     def is_pass(self, ds, method, setting, tag) -> np.ndarray:
@@ -182,11 +206,11 @@ class _Run:
         return P.log_weights(self.model, ds, self.prior, self.factory(method, setting, tag), self.k,
                              progress=self.progress, desc=desc, **self.kw)
 
-    def ais_pass(self, ds, steps, chains=None) -> np.ndarray:
+    def ais_pass(self, ds, steps, method="ais", tag="test") -> np.ndarray:
         cfg = self.cfg
-        return ais_mod.ais(self.model, ds, self.prior, steps, chains or cfg.ais_chains, cfg.ais_pilot_chains,
+        return ais_mod.ais(self.model, ds, self.prior, steps, cfg.ais_chains, cfg.ais_pilot_chains,
                            cfg.ais_leapfrog, self.kw["batch_size"], self.kw["max_rows"], self.seed, self.device,
-                           self.progress)["log_w"]
+                           self.progress, base=self.ais_base(method, tag))["log_w"]
 
 
 def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, objective: str | None = None,
@@ -198,12 +222,12 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
     run = _Run(model, prior, cfg, k, objective, batch_size, max_rows, seed, device, progress, precision)
     # 1. validation: every setting of every method, then the method
     valid_res = {}
-    for method in cfg.method_list():
+    for method in sorted(cfg.method_list(), key=METHODS.index):  # gauss before defensive, fitted before ais_fitted
         if method == "components" and not isinstance(prior, Mixture):
             continue
         t0 = time.perf_counter()
-        if method == "ais":
-            vscore, vbest, v_khat = _score(run.ais_pass(valid, cfg.ais_step_list()[-1]))
+        if method in AIS_METHODS:
+            vscore, vbest, v_khat = _score(run.ais_pass(valid, cfg.ais_step_list()[-1], method, "valid"))
             grid_scores, setting = {}, None
         else:
             grid_scores = {}
@@ -224,11 +248,11 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
     methods, per = {}, {}
     for method in tested:
         v, t0 = valid_res[method], time.perf_counter()
-        if method == "ais":
+        if method in AIS_METHODS:
             steps = cfg.ais_step_list()
             curve, lw = {}, None
             for T in steps:
-                lw = run.ais_pass(test, T)
+                lw = run.ais_pass(test, T, method, "test")
                 curve[T] = float(-P.log_mean_exp(lw, 1).mean())
             s = P.summarise(lw)
             s["convergence"] = curve
@@ -260,10 +284,14 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
                            "settings": run.describe(m, v["setting"])}
                        for m, v in valid_res.items() if m not in methods}
     extra = {}
-    if cfg.bdmc_sentences and "ais" in methods:
+    ais_run = [m for m in methods if m in AIS_METHODS]
+    if cfg.bdmc_sentences and ais_run:  # for the chosen AIS method, else the first that ran
+        m = chosen if chosen in ais_run else ais_run[0]
         d = ais_mod.bdmc(model, prior, cfg.bdmc_sentences, cfg.ais_step_list()[-1], cfg.ais_chains,
-                         cfg.ais_pilot_chains, cfg.ais_leapfrog, seed, device, progress, max_rows)
+                         cfg.ais_pilot_chains, cfg.ais_leapfrog, seed, device, progress, max_rows,
+                         base=run.ais_base(m, "bdmc"), base_what="" if m == "ais" else f"from {run.ais_base_what()}")
         extra["bdmc"] = {k: v for k, v in d.items() if k not in ("upper", "lower")}
+        extra["bdmc"]["method"] = m
     return {**extra, "chosen": chosen, "per_sentence": per[chosen], "per_method": per, "methods": methods,
             "validation_only": validation_only,
             "prior": prior.source, "valid_what": valid_what,

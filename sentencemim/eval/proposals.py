@@ -55,6 +55,10 @@ class Gaussian:
         ls = self.logstd.double()
         return -0.5 * (LOG_2PI + 2 * ls + ((z.double() - self.mean.double()) * torch.exp(-ls)) ** 2).sum(-1)
 
+    def grad(self, z):
+        """d log r / dz, same shape and dtype as z."""
+        return ((self.mean - z) * torch.exp(-2 * self.logstd)).to(z.dtype)
+
 
 class FromPrior:
     def __init__(self, prior, b: int, like: torch.Tensor):
