@@ -12,8 +12,10 @@ What it states, and where each item comes from:
                                  reproduce.json sessions; else an equivalent command rebuilt from
                                  config.json, labelled as such
   steps, epoch, validation       config.json's step, the run's metrics.jsonl
-  test numbers                   eval-test.json (`smim evaluate --json`, `smim train --evaluate`), each
-                                 with its bound, prior, samples and <eos> convention, as reported
+  test numbers                   eval-test.json (`smim evaluate --json`, `smim train --evaluate`), else
+                                 the run's analysis.json (`smim reproduce`'s evaluation) when it is of
+                                 the exported step; each with its bound, prior, samples and <eos>
+                                 convention, as reported, the tightest held-out bounds included
 
 Only json/hashlib here: writing a card imports neither torch nor safetensors.
 """
@@ -112,7 +114,7 @@ def _fmt(x, digits=3) -> str:
 
 
 def _test_section(rep: dict, source: str) -> list[str]:
-    L = [f"From `{source}` (`smim evaluate`): split **{rep.get('split', '?')}** of {rep.get('corpus', '?')}, "
+    L = [f"From {source}: split **{rep.get('split', '?')}** of {rep.get('corpus', '?')}, "
          f"{rep.get('sentences', '?')} sentences, {rep.get('tokens_words_eos', '?')} tokens (words + one <eos> "
          f"each), seed {rep.get('seed', '?')}. All in nats per sentence; PPL = exp(sum NLL / tokens).", ""]
     r = rep.get("reconstruction")
@@ -122,12 +124,15 @@ def _test_section(rep: dict, source: str) -> list[str]:
     if rep.get("kl"):
         L.append(f"- KL(q(z|x) || N(0, I)): {_fmt(rep['kl'].get('mean'))} (analytic)")
     bounds = [(k, rep[k]) for k in ("melbo", "elbo", "elbo_single", "iwae", "elbo_single_train_prior",
-                                    "iwae_train_prior") if isinstance(rep.get(k), dict) and "bound" in rep[k]]
+                                    "iwae_train_prior", "heldout", "heldout_train_prior")
+              if isinstance(rep.get(k), dict) and "bound" in rep[k]]
     if bounds:
         L += ["", "| NLL upper bound | prior | samples | NLL | PPL [words+<eos>] | PPL [paper convention] |",
               "|---|---|---|---|---|---|"]
         for _, b in bounds:
-            L.append(f"| {b['bound']} | {b.get('prior', '')} | {b.get('samples', '')} | "
+            bound = b["bound"] + (f" (tightest: `{b['method']}`, ESS mean {_fmt(b.get('ess_mean'), 1)} of "
+                                  f"{b.get('k')})" if "method" in b else "")
+            L.append(f"| {bound} | {b.get('prior', '')} | {b.get('samples', '')} | "
                      f"{_fmt(b.get('nll_per_sentence'))} | {_fmt(b.get('ppl_words_eos'))} | {_fmt(b.get('ppl_paper'))} |")
         if any(k == "melbo" for k, _ in bounds):
             L += ["", "The MELBO (paper eqn 16) uses the test set's own aggregated posterior as its prior: it is "
@@ -244,8 +249,18 @@ def model_card(model_dir: str | Path, run_dir: str | Path | None = None, eval_js
     if eval_json and found is None:
         raise UserError(f"{eval_json}: no such evaluation report")
     rep = _read_json(found) if found else None
+    source = f"`{found.name}` (`smim evaluate`)" if found else ""
+    if rep is None and run is not None:  # smim reproduce's evaluation of the run, if of this step
+        analysis = _read_json(run / "analysis.json")
+        if analysis and isinstance(analysis.get("report"), dict):
+            if analysis.get("step") == step:
+                rep = analysis["report"]
+                source = f"`analysis.json` (`smim reproduce`'s evaluation of checkpoint-{analysis.get('checkpoint', '?')})"
+            else:
+                L.append(f"The run's analysis.json evaluates step {analysis.get('step')}, not the exported step "
+                         f"{step}: not used.")
     if rep:
-        L += _test_section(rep, found.name)
+        L += _test_section(rep, source)
     else:
         L.append("No test evaluation was found beside the model (`smim evaluate RUN --json RUN/eval-test.json`, "
                  "or `smim train ... --evaluate`, writes one; export again afterwards).")

@@ -68,6 +68,27 @@ def test_export_writes_a_model_card_with_every_item(run, tmp_path, capsys):
     assert f"sentence BLEU-1 (the paper's, averaged) {rep['bleu_modes'][0]['sentence_bleu1']:.4f}" in card
 
 
+def test_card_reads_the_reproduce_evaluation_of_the_exported_step(run, tmp_path):
+    """Without eval-test.json the card takes `smim reproduce`'s analysis.json, with the
+    tightest held-out bounds, but only when it evaluates the exported step."""
+    r = tmp_path / "run"
+    shutil.copytree(run, r)
+    rep = json.loads((r / "eval-test.json").read_text())
+    (r / "eval-test.json").unlink()
+    assert "heldout" in rep and "method" in rep["heldout"]
+    (r / "analysis.json").write_text(json.dumps({"step": 10, "checkpoint": "best", "report": rep}))  # 10: the fixture's steps
+    out = tmp_path / "model"
+    assert main(["export", str(r), "--out", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "From `analysis.json` (`smim reproduce`'s evaluation of checkpoint-best)" in card
+    h = rep["heldout"]
+    assert (f"| {h['bound']} (tightest: `{h['method']}`, ESS mean {h['ess_mean']:.1f} of {h['k']}) | {h['prior']} | "
+            f"{h['samples']} | {h['nll_per_sentence']:.3f} |") in card
+    (r / "analysis.json").write_text(json.dumps({"step": 3, "checkpoint": "best", "report": rep}))
+    card = model_card(out, run_dir=r)
+    assert "evaluates step 3, not the exported step 10: not used" in card and "No test evaluation" in card
+
+
 def test_card_without_evaluation_command_or_corpus(run, tmp_path):
     out = tmp_path / "bare"
     SentenceMIM.from_pretrained(run).save_pretrained(out)  # a card is written when there is none
