@@ -83,6 +83,36 @@ def test_subset_skip_resume_and_page(tmp_path, capsys):
     assert "$ smim reconstruct" in latent and "(AE)" in latent and "$ smim interpolate" in latent
 
 
+def test_a_killed_session_is_recorded_up_to_its_last_checkpoint(tmp_path, capsys):
+    """A resumed session is recorded when it starts, so a driver killed mid-session (a hard
+    stop) leaves a record; the next session closes it at its last checkpoint. Steps no record
+    covers (drivers killed before records were written at the start) are named on the page."""
+    import os
+    import time
+    cfg = write_config(tmp_path, variants=["mim"])
+    run = tmp_path / "runs" / "mim-2-s0"
+    assert main(["reproduce", str(cfg), "--max-steps", "2", "--no-eval", "--quiet"]) == 0
+    assert main(["reproduce", str(cfg), "--max-steps", "4", "--no-eval", "--quiet"]) == 0
+    rec = json.loads((run / "reproduce.json").read_text())
+    assert [(s["step_from"], s["step_to"], s["status"]) for s in rec["sessions"]] == [(0, 2, "finished"),
+                                                                                      (2, 4, "finished")]
+    # what a driver killed while training from step 4 leaves: its record, still "running"
+    ck = run / "checkpoint-latest.pt"
+    os.utime(ck, (time.time() - 50, time.time() - 50))  # its last checkpoint, 50 s before now
+    rec["sessions"] = rec["sessions"][1:]  # and an older session with no record: steps 0-2
+    rec["sessions"].append({"started": "then", "started_unix": time.time() - 150, "status": "running",
+                            "step_from": 4, "command": "smim reproduce ...", "commit": "abc", "machine": "m"})
+    (run / "reproduce.json").write_text(json.dumps(rec))
+    assert main(["reproduce", str(cfg), "--quiet"]) == 0
+    rec = json.loads((run / "reproduce.json").read_text())
+    killed, last = rec["sessions"][1], rec["sessions"][2]
+    assert killed["status"] == "killed" and killed["step_to"] == 4 and 95 < killed["wall_s"] < 110
+    assert (last["step_from"], last["step_to"], last["status"]) == (4, 6, "finished") and "wall_s" in last
+    page = (tmp_path / "docs" / "tiny.md").read_text()
+    assert "(no record of steps 0-2: killed sessions)" in page
+    assert "# mim-2-s0: steps 4 -> 4," in page and "(killed: ended at its last checkpoint)" in page
+
+
 def test_external_run_is_snapshotted_not_trained(tmp_path, capsys):
     cfg = write_config(tmp_path, variants=["mim"])
     assert main(["reproduce", str(cfg), "--no-eval", "--quiet"]) == 0

@@ -13,7 +13,9 @@ annealing), ae, and lm (the GRU language model: no latent, one run per seed, nam
 lm-0-sSEED). `--parallel N` runs N at once as child processes. Each run lives in RUNS_DIR/NAME:
 
     NAME/                 an ordinary `smim train` run directory (resumable)
-    NAME/reproduce.json   one record per training session (steps, wall time, commit, command)
+    NAME/reproduce.json   one record per training session (steps, wall time, commit, command);
+                          a resumed session is recorded as it starts, so one whose driver
+                          is killed is closed by the next at its last checkpoint ("killed")
     NAME/analysis.json    the evaluation (report.analyse_run), arrays in analysis.npz
 
 A run whose checkpoint has reached max_steps / max_epochs is skipped, a started one is

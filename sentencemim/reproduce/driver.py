@@ -51,7 +51,21 @@ def snapshot_external(run: Run) -> None:
     print(f"[{run.name}] snapshot of {src}/checkpoint-{which}.pt at step {step}", flush=True)
 
 
+def _close_killed(rec: dict, run: Run, step: int) -> None:
+    """A session still marked running was killed with its driver (a hard stop at a session
+    end, a lost machine): it ended at its last checkpoint, `step`, which is where the next
+    session resumes; the work after that checkpoint was lost with it."""
+    ck = run.out / "checkpoint-latest.pt"
+    for s in rec["sessions"]:
+        if s.get("status") == "running":
+            end = ck.stat().st_mtime if ck.exists() else s["started_unix"]
+            s.update(status="killed", ended=utc(end), wall_s=max(0.0, end - s["started_unix"]), step_to=step,
+                     note="the driver was killed; the session is counted up to its last checkpoint (step_to, "
+                          "ended: that checkpoint's time)")
+
+
 def train_run(run: Run, quiet: bool) -> dict:
+    from ..rundir import write_atomic
     from ..train import train
     status, step = train_state(run)
     if status == "done":
@@ -62,15 +76,22 @@ def train_run(run: Run, quiet: bool) -> dict:
     command = train_command(run, resume)
     print(f"[{run.name}] {'resuming at step ' + str(step) if resume else 'training'}: {command}", flush=True)
     t0, started = time.monotonic(), utc()
+    rec_path = run.out / "reproduce.json"
+    session = {"started": started, "started_unix": time.time(), "status": "running", "step_from": step,
+               "command": command, "commit": commit(), "machine": machine()}
+    if resume:  # recorded now, so that a driver killed mid-session still leaves its record
+        rec = read_json(rec_path, {"sessions": []})
+        _close_killed(rec, run, step)
+        rec["sessions"].append(session)
+        write_atomic(rec_path, json.dumps(rec, indent=1))
     overrides = {k: getattr(run.tc, k) for k in ("max_steps", "max_epochs", "device", "data_dir")
                  if getattr(run.tc, k) is not None}  # data_dir null: the run keeps the folder it recorded
     res = train(run.mc, run.tc, run.out, resume=resume, overrides=overrides, quiet=quiet)
-    rec_path = run.out / "reproduce.json"
     rec = read_json(rec_path, {"sessions": []})
-    rec["sessions"].append({"started": started, "ended": utc(), "wall_s": time.monotonic() - t0,
-                            "step_from": step, "step_to": res["step"], "status": res["status"],
-                            "command": command, "commit": commit(), "machine": machine()})
-    rec_path.write_text(json.dumps(rec, indent=1))
+    if not (rec["sessions"] and rec["sessions"][-1].get("status") == "running"):
+        rec["sessions"].append(session)
+    rec["sessions"][-1].update(ended=utc(), wall_s=time.monotonic() - t0, step_to=res["step"], status=res["status"])
+    write_atomic(rec_path, json.dumps(rec, indent=1))
     return res
 
 

@@ -212,9 +212,16 @@ def _run_facts(run: Run, a: dict) -> dict:
     ext = rec.get("external")
     spe = steps_per_epoch(_metrics_dir(run) / "metrics.jsonl", run.out / "config.json")
     sessions = rec["sessions"]
+    gaps, reached = [], 0  # steps no recorded session covers (drivers killed before 1b66977 recorded nothing)
+    for s in sorted(sessions, key=lambda s: s["step_from"]):
+        if s["step_from"] > reached:
+            gaps.append((reached, s["step_from"]))
+        reached = max(reached, s.get("step_to", s["step_from"]))
+    if sessions and a["step"] > reached:
+        gaps.append((reached, a["step"]))
     return {"step": a["step"], "epochs": a["step"] / spe if spe else None, "sessions": sessions,
-            "train_wall_s": sum(s["wall_s"] for s in sessions) if sessions else ext and ext.get("wall_s"),
-            "external": ext, "eval_wall_s": a["wall_s"]}
+            "train_wall_s": sum(s.get("wall_s", 0.0) for s in sessions) if sessions else ext and ext.get("wall_s"),
+            "unrecorded_steps": gaps, "external": ext, "eval_wall_s": a["wall_s"]}
 
 
 def write_page(cfg: dict, analyses: list, command: str) -> Path:
@@ -254,6 +261,9 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
         commits = sorted({s["commit"] for s in f["sessions"]}) or ["(external)"]
         ext = f["external"]
         tw = _fmt_s(f["train_wall_s"]) if f["train_wall_s"] else "-"
+        if f["unrecorded_steps"]:
+            tw = (f"at least {tw} (no record of steps "
+                  + ", ".join(f"{a_}-{b_}" for a_, b_ in f["unrecorded_steps"]) + ": killed sessions)")
         if ext:
             tw += f" (another session's run {ext['source']}; {ext.get('wall_from', 'from its file times')})"
         L.append(f"| {r.name} | {r.label} | {a['checkpoint']} | {f['step']} | {_n(f['epochs'])} | {tw} | "
@@ -267,7 +277,9 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
     L += ["Training commands (each session, as recorded by the driver):", "", "```"]
     for (r, a), f in zip(everything, facts):
         for s in f["sessions"]:
-            L.append(f"# {r.name}: steps {s['step_from']} -> {s['step_to']}, {_fmt_s(s['wall_s'])}, {s['started']}")
+            L.append(f"# {r.name}: steps {s['step_from']} -> {s.get('step_to', '?')}, "
+                     f"{_fmt_s(s['wall_s']) if 'wall_s' in s else 'still running'}, {s['started']}"
+                     + (f" ({s['status']}: ended at its last checkpoint)" if s.get("status") == "killed" else ""))
             L.append(s["command"])
         if f["external"]:
             e = f["external"]

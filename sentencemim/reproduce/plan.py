@@ -208,5 +208,6 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} threads {torch.get_num_threads()}, {gpu}"
 
 
-def utc() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+def utc(t: float | None = None) -> str:
+    """t (seconds since the epoch; now when None) as 'YYYY-MM-DD HH:MM:SS UTC'."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
