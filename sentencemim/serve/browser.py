@@ -158,10 +158,11 @@ def tour(drv, url: str, out_dir: str | Path | None = None, sentences=("the cat s
     shown["map_points"] = len(points)
     shown["map_what"] = find(By.ID, "map-what").text
     if points:
-        ActionChains(drv).move_to_element(points[0]).perform()
+        top = points[-1]  # drawn last, so on top: with thousands of points the first is often covered
+        ActionChains(drv).move_to_element(top).perform()
         wait.until(lambda d: find(By.ID, "map-tip").is_displayed())
         shown["map_hover"] = find(By.ID, "map-tip").text
-        points[0].click()
+        top.click()
         wait.until(lambda d: find(By.ID, "map-rec").text or find(By.ID, "map-error").text)
         shown["map_click"] = find(By.ID, "map-rec").text
         fill("nb-text", query or sentences[0])
