@@ -3,6 +3,7 @@ and the benchmark script, on a tiny synthetic run."""
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,17 @@ def test_bounds_on_a_subset_are_the_bounds_of_that_subset(tiny_model, tiny_vocab
     full = evaluate(tiny_model, ds, tiny_vocab, **kw)
     assert sub["melbo"]["nll_per_sentence"] == pytest.approx(full["melbo"]["nll_per_sentence"])
     assert abs(sub["elbo"]["nll_per_sentence"] - full["elbo"]["nll_per_sentence"]) < 0.1 * full["elbo"]["nll_per_sentence"]
+
+
+def test_ais_start_benchmark_runs_on_a_tiny_model(tiny_run, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
+    spec = importlib.util.spec_from_file_location("ais_start", ROOT / "benchmarks" / "ais_start.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    js = tmp_path / "s.json"
+    assert mod.main([str(tiny_run), "--sentences", "3", "--steps", "3", "--chains", "2", "--threads", "1",
+                     "--json", str(js)]) == 0
+    res = json.loads(js.read_text())["results"]
+    assert set(res) == {"prior", "fitted", "fitted-identity", "fitted-x2"}
+    assert all(len(r["per_sentence"]) == 3 and math.isfinite(r["mean"]) for r in res.values())
+    assert res["fitted"]["mean"] != res["fitted-x2"]["mean"]  # the widened start is a different start

@@ -91,12 +91,12 @@ class _Target:
         return (1 - beta) * self.base.grad(z) + beta * (self.prior.grad(z) + g)
 
 
-def _hmc(target: _Target, z, ll, g, beta, eps, leapfrog, gen):
+def _hmc(target: _Target, z, ll, g, beta, eps, leapfrog, gen, whiten: bool = True):
     """One HMC transition leaving f_beta invariant. eps: (B,) step sizes, in the base's
     whitened coordinates when there is a base (its stds are the inverse mass matrix).
     Returns the new (z, ll, g) and the acceptance probability of each row (S, B)."""
     e = eps[None, :, None].to(z.dtype)
-    if target.base is not None:
+    if target.base is not None and whiten:
         e = e * torch.exp(target.base.logstd).to(z.dtype)[None]  # (1, B, d)
 
     def grad_u(zz, gg):  # d/dz of -log f_beta
@@ -122,13 +122,14 @@ def _hmc(target: _Target, z, ll, g, beta, eps, leapfrog, gen):
 
 def ais_batch(scorer: Scorer, batch, prior, betas: np.ndarray, chains: int, pilot: int, leapfrog: int,
               gen: torch.Generator, start: torch.Tensor | None = None, eps0: float | None = None,
-              eps_steps: torch.Tensor | None = None, base=None) -> dict:
+              eps_steps: torch.Tensor | None = None, base=None, whiten: bool = True) -> dict:
     """AIS along `betas` for the B sentences of a batch. Forward (betas 0 -> 1): chains
     start from the prior, or from `base` (a `proposals.Gaussian` of the batch, (B, d)).
     Reverse (betas 1 -> 0): they start at `start` (B, d), an exact posterior sample, and
     end at the prior (or the base). `eps_steps` (T - 1, B): a fixed step size per
     transition instead of the pilot-adapted one. Returns log_w (B, chains) float64 of the
-    estimate chains, the mean acceptance probability and the step sizes used, eps_steps (T - 1, B)."""
+    estimate chains, the mean acceptance probability and the step sizes used, eps_steps (T - 1, B).
+    whiten False: HMC with the identity mass matrix from a base too (for comparisons)."""
     target = _Target(scorer, batch, prior, base)
     B = batch.size
     S = chains + pilot
@@ -153,7 +154,7 @@ def ais_batch(scorer: Scorer, batch, prior, betas: np.ndarray, chains: int, pilo
         if eps_steps is not None:
             eps = eps_steps[t - 1].to(device=device, dtype=torch.float64)
         used.append(eps)
-        z, ll, g, acc = _hmc(target, z, ll, g, float(betas[t]), eps, leapfrog, gen)
+        z, ll, g, acc = _hmc(target, z, ll, g, float(betas[t]), eps, leapfrog, gen, whiten)
         rate = acc[chains:].mean(0) if pilot else torch.full((B,), TARGET_ACCEPT, device=device, dtype=torch.float64)
         eps = eps * torch.exp(rate - TARGET_ACCEPT)  # from the pilot chains only
         accs.append(float(acc[:chains].mean()))
@@ -163,14 +164,15 @@ def ais_batch(scorer: Scorer, batch, prior, betas: np.ndarray, chains: int, pilo
 
 def ais(model, ds: Dataset, prior, steps: int, chains: int = 16, pilot: int = 4, leapfrog: int = 5,
         batch_size: int = 20, max_rows: int = 1024, seed: int = 0, device="cpu", progress: bool = False,
-        starts: torch.Tensor | None = None, eps_steps: np.ndarray | None = None, base=None) -> dict:
+        starts: torch.Tensor | None = None, eps_steps: np.ndarray | None = None, base=None,
+        whiten: bool = True) -> dict:
     """Forward AIS (or reverse from `starts` (N, d), exact posterior samples, dataset order)
     over the sentences of ds. Returns log_w (N, chains) in dataset order, the mean
     acceptance rate and the step sizes used, eps_steps (N, T - 1). Reverse runs take the
     forward run's eps_steps (they are reversed here). `base(batch, scorer)` -> a
     `proposals.Gaussian` of the batch: the path starts there instead of at the prior; it
     must give the same Gaussian for the same sentences each time (a reverse run ends where
-    its forward run started)."""
+    its forward run started). whiten: as in `ais_batch`."""
     model.eval()
     scorer = Scorer(model, "fp32")
     betas = schedule(steps)
@@ -190,7 +192,7 @@ def ais(model, ds: Dataset, prior, steps: int, chains: int = 16, pilot: int = 4,
         fixed = None if eps_steps is None else torch.as_tensor(eps_steps[np.asarray(idx)][:, ::-1].T.copy())
         res = ais_batch(scorer, b, prior, betas, chains, pilot if fixed is None else 0, leapfrog, gen,
                         None if starts is None else starts[torch.as_tensor(idx)], eps_steps=fixed,
-                        base=None if base is None else base(b, scorer))
+                        base=None if base is None else base(b, scorer), whiten=whiten)
         out["log_w"][np.asarray(idx)] = res["log_w"]
         out["eps_steps"][np.asarray(idx)] = res["eps_steps"].T
         accs.append(res["accept"])

@@ -36,8 +36,9 @@ The pass over the scored sentences is the costly one, so "chosen" costs about a 
     ais         AIS with HMC from the prior (`ais_steps`, `ais_chains`, ...)
     ais_fitted  AIS from fitted's Gaussian (at fitted's chosen widening, x 1 without a fitted
                 run) to the posterior, HMC in that Gaussian's whitened coordinates: it starts
-                near the posterior, so it needs far fewer steps than AIS from the prior when
-                the posterior is far from the prior (N(0, I) in 512 dimensions)
+                near the posterior, so short runs are far tighter than AIS from the prior
+                when the posterior is far from it (N(0, I) in 512 dimensions); on the PTB
+                sMIM (512) long runs from the prior end lower (docs/evaluation.md)
 """
 
 from __future__ import annotations
