@@ -18,6 +18,7 @@ f_t(z) = r(z|x)^(1 - beta_t) (P(z) p(x|z))^beta_t, chains start at z_0 ~ r, and
 r is normalised, so again E[w] = p(x); with T = 1 this is importance sampling from r, and
 it tightens as T grows. HMC then uses r's stds as its (diagonal) mass matrix, i.e. it moves
 in r's whitened coordinates, so one step size suits every dimension.
+
 Run from an exact posterior sample with the schedule reversed (beta 1 -> 0), E[w] =
 1 / p(x) and log mean_c w_c bounds -log p(x) from *below* in expectation: on sentences
 sampled from the model, where the z that generated x is an exact posterior sample, the

@@ -184,15 +184,19 @@ class _Run:
                     f"{c.ais_pilot_chains} separate pilot chains")
         return method
 
+    def _ais_widen(self) -> float:
+        """ais_fitted's start: fitted's Gaussian at fitted's chosen widening (x 1 without a fitted run)."""
+        return self.chosen.get("fitted", (1.0, 1.0))[0]
+
     def ais_base_what(self) -> str:
-        return "the " + self.describe("fitted", (self.chosen.get("fitted", (1.0, 1.0))[0], 1.0))
+        return "the " + self.describe("fitted", (self._ais_widen(), 1.0))
 
     def ais_base(self, method, tag):
         """None (AIS from the prior) or, for ais_fitted, `base(batch, scorer)` -> the batch's
         fitted Gaussian (cached per sentences, so a reverse run ends where its forward run began)."""
         if method == "ais":
             return None
-        c = self.chosen.get("fitted", (1.0, 1.0))[0]
+        c = self._ais_widen()
 
         def base(b, scorer):
             with torch.no_grad():

@@ -212,7 +212,7 @@ def _run_facts(run: Run, a: dict) -> dict:
     ext = rec.get("external")
     spe = steps_per_epoch(_metrics_dir(run) / "metrics.jsonl", run.out / "config.json")
     sessions = rec["sessions"]
-    gaps, reached = [], 0  # steps no recorded session covers (drivers killed before 1b66977 recorded nothing)
+    gaps, reached = [], 0  # steps no recorded session covers (drivers killed before 613699a recorded nothing)
     for s in sorted(sessions, key=lambda s: s["step_from"]):
         if s["step_from"] > reached:
             gaps.append((reached, s["step_from"]))
