@@ -29,9 +29,23 @@ def _questions(args):
     qs = load_questions(args.data, args.split, args.data_dir, args.allow_pickle, args.filter)
     if not qs:
         raise UserError(f"{args.data} ({args.split}): no questions left after --filter {args.filter}")
+    if getattr(args, "lowercase", False):
+        for q in qs:
+            q.text = [w.lower() for w in q.text]
+            q.answers = [[w.lower() for w in a] for a in q.answers]
     n = sum(len(q.labels) for q in qs)
-    print(f"{args.data} {args.split}: {len(qs)} questions, {n} candidates (--filter {args.filter})", file=sys.stderr)
+    print(f"{args.data} {args.split}: {len(qs)} questions, {n} candidates (--filter {args.filter})"
+          f"{', lowercased' if getattr(args, 'lowercase', False) else ''}", file=sys.stderr)
     return qs
+
+
+def _vocab_notes(vocab, tokens: int, oov: int) -> None:
+    """What the model's vocabulary makes of the QA text, on stderr."""
+    from .qa import NO_SEPARATOR, has_separator
+    print(f"out-of-vocabulary tokens (read as <unk>): {oov} of {tokens} ({100 * oov / max(tokens, 1):.1f}%)",
+          file=sys.stderr)
+    if not has_separator(vocab):
+        print(f"note: {NO_SEPARATOR}", file=sys.stderr)
 
 
 def _fmt(name, m) -> str:
@@ -51,7 +65,7 @@ def _baselines(qs) -> dict:
 
 def cmd_rank(args) -> int:
     from .modelio import load_model
-    from .qa import VARIANTS, Ranker
+    from .qa import NO_SEPARATOR, VARIANTS, Ranker, has_separator
     model, vocab, info = load_model(args.model, args.checkpoint)
     qs = _questions(args)
     objective = info.get("train", {}).get("objective")
@@ -60,8 +74,12 @@ def cmd_rank(args) -> int:
     t0 = time.time()
     ranker = Ranker(model, vocab, qs, args.batch_size)
     oov = sum(vocab.count_oov(a) for q in qs for a in q.answers + [q.text])
+    tokens = sum(len(a) for q in qs for a in q.answers + [q.text])
+    _vocab_notes(vocab, tokens, oov)
     report = {"model": str(args.model), "objective": objective, "data": args.data, "split": args.split,
-              "filter": args.filter, "seed": args.seed, "oov_tokens": oov, "results": {}}
+              "filter": args.filter, "seed": args.seed, "lowercase": args.lowercase, "oov_tokens": oov,
+              "tokens": tokens, "separator_in_vocabulary": has_separator(vocab),
+              **({} if has_separator(vocab) else {"note": NO_SEPARATOR}), "results": {}}
     for v in variants:
         report["results"][v] = ranker.evaluate(v, args.runs, args.seed)
         print(_fmt(f"{objective or 'model'} [{v}]", report["results"][v]))
@@ -92,13 +110,15 @@ def cmd_answer(args) -> int:
     from .modelio import load_model
     from .qa import generate_answers
     from .qa_data import normalize
-    question = normalize(args.question)
+    question = normalize(args.question.lower() if args.lowercase else args.question)
     if not question:
         raise UserError("the question is empty")
     model, vocab, _ = load_model(args.model, args.checkpoint)
+    _vocab_notes(vocab, len(question), vocab.count_oov(question))
     lengths = ("short", "medium", "long") if args.length == "all" else (args.length,)
     for r in generate_answers(model, vocab, question, lengths, sample=not args.mean, seed=args.seed):
-        print(f"({r['length']}, {r['unk']} <unk>) {r['answer'] or '[no answer: no ? decoded]'}")
+        none = "[no answer: no ? decoded]" if r["answer_by"] == "after the first ?" else "[no answer decoded]"
+        print(f"({r['length']}, {r['unk']} <unk>) {r['answer'] or none}")
         if args.show_decoded:
             print(f"    decoded: {r['decoded']}")
     return 0
@@ -142,6 +162,7 @@ def register(subparsers) -> None:
     r.add_argument("--seed", type=number(int, ge=0, le=SEED_MAX), default=0, metavar="N",
                    help="random seed of the z draws (default: 0)")
     r.add_argument("--no-baselines", action="store_true", help="skip the word-overlap and random baselines")
+    r.add_argument("--lowercase", action="store_true", help="lowercase questions and answers (PTB is lowercase)")
     r.set_defaults(func=cmd_rank)
 
     b = sub.add_parser("baselines", help="word-overlap and random ranking on a QA set")
@@ -157,6 +178,7 @@ def register(subparsers) -> None:
     a.add_argument("--seed", type=number(int, ge=0, le=SEED_MAX), default=0, metavar="N",
                    help="random seed of the sampled code (default: 0)")
     a.add_argument("--show-decoded", action="store_true", help="also print the whole decoded sentence")
+    a.add_argument("--lowercase", action="store_true", help="lowercase the question (PTB is lowercase)")
     a.add_argument("--checkpoint", default="best", choices=("best", "latest"),
                    help="which checkpoint of a run directory (default: best)")
     a.set_defaults(func=cmd_answer)

@@ -221,11 +221,26 @@ def random_ranking(questions: list[Question]) -> dict:
 _HTML = re.compile(r"^<[^>]+>$")
 
 
-def answer_from_decoded(tokens: list[str]) -> list[str]:
-    """The words after the first "?" (HTML-like tags such as <br> removed)."""
-    if QUESTION_MARK not in tokens:
+def answer_from_decoded(tokens: list[str], question_len: int | None = None) -> list[str]:
+    """The words after the first "?" (HTML-like tags such as <br> removed). With
+    `question_len` (for a vocabulary without "?", e.g. PTB's, where Q "?" A is encoded as
+    Q <unk> A): the words after the first question_len + 1 decoded tokens instead."""
+    if question_len is not None:
+        rest = tokens[question_len + 1:]
+    elif QUESTION_MARK in tokens:
+        rest = tokens[tokens.index(QUESTION_MARK) + 1:]
+    else:
         return []
-    return [t for t in tokens[tokens.index(QUESTION_MARK) + 1:] if not _HTML.match(t)]
+    return [t for t in rest if not _HTML.match(t)]
+
+
+def has_separator(vocab) -> bool:
+    """Whether the vocabulary has the "?" that joins Q and A (PTB's has not)."""
+    return QUESTION_MARK in vocab.stoi
+
+
+NO_SEPARATOR = ('the model\'s vocabulary has no "?" (PTB\'s has none): Q ? A is encoded as Q <unk> A, '
+                "and generated answers are the words after the question's length + 1 decoded tokens")
 
 
 @torch.no_grad()
@@ -241,9 +256,12 @@ def generate_answers(model, vocab, question: list[str], lengths=("short", "mediu
         gen = torch.Generator().manual_seed(seed)
         z = mu + torch.randn(mu.shape, generator=gen).to(mu.device) * torch.exp(0.5 * logvar)
     limit = max_len or max(len(s) for s in seqs) + 30
+    by_position = None if has_separator(vocab) else len(seqs[0]) - LENGTHS[lengths[0]] - 1  # Q's length
     out = []
     for name, ids in zip(lengths, decode(model, z, limit, method="greedy", ban=[vocab.unk_id])):
         words = vocab.decode(ids)
         out.append({"length": name, "unk": LENGTHS[name], "decoded": " ".join(words),
-                    "answer": " ".join(answer_from_decoded(words))})
+                    "answer": " ".join(answer_from_decoded(words, by_position)),
+                    "answer_by": "after the first ?" if by_position is None else
+                                 f"after the first {by_position + 1} tokens (no ? in the vocabulary)"})
     return out

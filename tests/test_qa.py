@@ -184,6 +184,10 @@ def test_answer_is_what_follows_the_first_question_mark():
     assert answer_from_decoded("who is he ? a man ? yes".split()) == "a man ? yes".split()
     assert answer_from_decoded("no question mark".split()) == []
     assert answer_from_decoded("q ? <br> an answer".split()) == ["an", "answer"]
+    # a vocabulary without "?": the words after the question's length + 1 tokens
+    assert answer_from_decoded("who is he <unk> a man".split(), question_len=3) == ["a", "man"]
+    assert answer_from_decoded("who is he ? a man".split(), question_len=3) == ["a", "man"]
+    assert answer_from_decoded("who is".split(), question_len=3) == []
 
 
 def test_generate_answers_bans_unk(qa_vocab):
@@ -197,3 +201,13 @@ def test_generate_answers_bans_unk(qa_vocab):
         assert set(o["answer"].split()) <= set(o["decoded"].split())
     again = generate_answers(model, qa_vocab, "what is the capital of france".split(), sample=True, seed=1)
     assert len(again) == 3
+
+
+def test_generate_answers_without_question_mark_in_the_vocabulary():
+    vocab = Vocab("what is the capital of france paris city big river lyon".split())
+    model = _toy_model(vocab, [])
+    out = generate_answers(model, vocab, "what is the capital of france".split(), sample=False)
+    for o in out:
+        words = o["decoded"].split()
+        assert o["answer_by"] == "after the first 7 tokens (no ? in the vocabulary)"
+        assert o["answer"].split() == words[7:]

@@ -58,3 +58,27 @@ def test_convert_yahoocqa_then_baselines(tmp_path, capsys):
     assert main(["qa", "baselines", "--data", "yahoocqa", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "word overlap           P@1 1.0000" in out and "random (expected)      P@1 0.5000" in out
+
+
+def test_lowercase_and_a_vocabulary_without_question_mark(tmp_path, capsys):
+    """A PTB-like model (lowercase words, no "?"): --lowercase maps cased QA text onto its
+    vocabulary, and the missing separator is said, in the output and the JSON."""
+    torch.manual_seed(0)
+    vocab = Vocab([w for w in WORDS if w != "?"])
+    model = SentenceAE(ModelConfig(vocab_size=len(vocab), embedding_dim=8, hidden_dim=8, latent_dim=3))
+    d = save_pretrained(model, vocab, tmp_path / "ptb-like")
+    data = tmp_path / "qa.tsv"
+    data.write_text("Who wrote Hamlet\tShakespeare did\t1\nWho wrote Hamlet\tNobody knows\t0\n")
+    assert main(["qa", "rank", str(d), "--data", str(data), "--runs", "2", "--no-baselines"]) == 0
+    err = capsys.readouterr().err
+    assert "out-of-vocabulary tokens (read as <unk>): 4 of 7 (57.1%)" in err and 'has no "?"' in err
+    assert main(["qa", "rank", str(d), "--data", str(data), "--runs", "2", "--no-baselines", "--lowercase",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    err = capsys.readouterr().err
+    assert "lowercased" in err and "out-of-vocabulary tokens (read as <unk>): 0 of 7 (0.0%)" in err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["lowercase"] is True and report["separator_in_vocabulary"] is False and report["oov_tokens"] == 0
+    assert "Q <unk> A" in report["note"]
+    assert main(["qa", "answer", str(d), "Who wrote Hamlet", "--length", "short", "--lowercase"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.startswith("(short, 5 <unk>)") and "0 of 3 (0.0%)" in cap.err

@@ -11,8 +11,10 @@
 # repository's limit for its one set of weights); point the README's latent-space examples
 # at models/ptb-smim512 (they name the lost run runs/ptb-mim512-step4500, and an AE that is
 # not committed) and rerun them to rewrite their outputs (tests/readme_examples.py --write);
-# retake the screenshots of `smim serve` in docs/serve with this model. What it leaves to a
-# person: the README's prose about those outputs, and the commit.
+# retake the screenshots of `smim serve` in docs/serve with this model; rank WikiQA and TrecQA
+# answers with it and generate a few answers (benchmarks/qa_results/ptb-smim512-*, for the
+# QA page). What it leaves to a person: the README's prose about those outputs, the QA page's
+# section on this model, and the commit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUN=${1:-runs/ptb-paper/mim-512-s0}
@@ -24,7 +26,7 @@ LIMIT=$((50 * 1000 * 1000))
 [ -f "$DATA/ptb/valid.txt" ] || { echo "publish: no $DATA/ptb/valid.txt (give the data folder as the second argument)" >&2; exit 2; }
 [ -f "$RUN/analysis.json" ] || echo "publish: warning: $RUN has no analysis.json yet, so the model card will have no test numbers (run smim reproduce first)" >&2
 
-echo "== 1/4 export $RUN -> $OUT"
+echo "== 1/5 export $RUN -> $OUT"
 smim export "$RUN" --out "$OUT" --force
 size=$(du -cb "$OUT"/* | tail -1 | cut -f1)
 echo "   $OUT: $size bytes"
@@ -34,7 +36,7 @@ if [ "$size" -gt "$LIMIT" ]; then
 fi
 grep -q "^## Test numbers" "$OUT/README.md"
 
-echo "== 2/4 README examples -> $OUT"
+echo "== 2/5 README examples -> $OUT"
 python - "$OUT" <<'EOF'
 import re, sys
 from pathlib import Path
@@ -48,10 +50,23 @@ EOF
 grep -q "runs/ptb-mim512-step4500\|--ae runs/" README.md && { echo "publish: README still names the old run" >&2; exit 1; }
 python tests/readme_examples.py --write
 
-echo "== 3/4 screenshots of smim serve -> docs/serve"
+echo "== 3/5 screenshots of smim serve -> docs/serve"
 python -m sentencemim.serve.browser "$OUT" --index "$DATA/ptb/valid.txt" --out docs/serve
 
-echo "== 4/4 check"
+echo "== 4/5 question answering with $OUT (lowercased text; PTB has no \"?\")"
+QA=benchmarks/qa_results
+for data in wikiqa trecqa; do
+    smim qa rank "$OUT" --data $data --data-dir "$DATA" --split test --runs 10 --variant all --lowercase \
+        --json "$QA/ptb-smim512-$data-both.json"
+done
+for q in "how are glacier caves formed ?" "who is the president of the united states" \
+         "what is the capital of france" "when was the battle of hastings" "how does a water pump work"; do
+    echo "== $q"
+    smim qa answer "$OUT" "$q" --show-decoded --lowercase
+done 2>&1 | tee "$QA/ptb-smim512-answers.txt"
+
+echo "== 5/5 check"
 python -m pytest -q tests/test_readme_examples.py
 echo "done. Now: rewrite the README's prose under the examples (it describes the old run's outputs),"
-echo "read $OUT/README.md, and commit $OUT, README.md and docs/serve once."
+echo "add the QA results ($QA/ptb-smim512-*) to docs/results/qa.md, read $OUT/README.md,"
+echo "and commit $OUT, README.md, docs/serve and $QA once."
