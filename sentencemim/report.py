@@ -34,26 +34,29 @@ from .errors import UserError
 from .eval import bounds
 from .eval.evaluate import BOUND_ORDER, eval_extras, evaluate
 from .eval.heldout import format_heldout
+from .eval.stages import Stages
 from .eval.terms import melbo_size_to_match, melbo_vs_size, per_sentence_arrays
 
 
 def analyse_run(name: str, model, vocab, info: dict, ds, train_ds, cfg: ReportConfig, progress=True,
-                heldout=None, valid=(None, "")) -> dict:
+                heldout=None, valid=(None, ""), stages=None) -> dict:
     """Everything the page shows for one model; per-sentence arrays under 'per_sentence'.
-    heldout: an eval.heldout.HeldoutConfig; valid: (sentences to choose its settings on, label)."""
+    heldout: an eval.heldout.HeldoutConfig; valid: (sentences to choose its settings on, label);
+    stages: an eval.stages.Stages that keeps finished stages, so an interrupted analysis resumes."""
+    st = stages if stages is not None else Stages()
     corpus = info.get("train", {}).get("corpus")
     t0 = time.perf_counter()
     rep = evaluate(model, ds, vocab, n_z=cfg.n_z, repeats=cfg.repeats, seed=cfg.seed, batch_size=cfg.batch_size,
                    progress=progress, max_rows=cfg.max_rows, device=cfg.device, precision=cfg.precision,
                    objective=info.get("train", {}).get("objective"), heldout=heldout, valid_ds=valid[0],
-                   valid_what=valid[1], bound_sentences=cfg.bound_sentences,
+                   valid_what=valid[1], bound_sentences=cfg.bound_sentences, stages=st,
                    **eval_extras(model, vocab, ds, corpus, train_ds, cfg.iwae_k, cfg.agg_prior_m, cfg.seed,
                                  cfg.batch_size, cfg.device))
     rep["timing_s"]["evaluate_total"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     sub = ds.subset(min(cfg.fig3_n, len(ds)), cfg.seed)
-    cross = bounds.cross_terms(model, sub, cfg.max_rows, cfg.seed, cfg.device, cfg.precision)
-    rep["timing_s"]["fig3_cross_terms"] = time.perf_counter() - t0
+    cross = st.run("fig3_cross", lambda: bounds.cross_terms(model, sub, cfg.max_rows, cfg.seed, cfg.device,
+                                                           cfg.precision))
+    rep["timing_s"]["fig3_cross_terms"] = st.seconds["fig3_cross"]
     n = len(sub)
     off = ~np.eye(n, dtype=bool)
     rep["fig3"] = {"n": n, "what": f"{n} test sentences, one z_j ~ q(z|x_j) each",

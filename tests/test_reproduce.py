@@ -83,6 +83,37 @@ def test_subset_skip_resume_and_page(tmp_path, capsys):
     assert "$ smim reconstruct" in latent and "(AE)" in latent and "$ smim interpolate" in latent
 
 
+def test_a_killed_evaluation_resumes_from_its_finished_stages(tmp_path, capsys, monkeypatch):
+    """The driver keeps each finished evaluation stage in RUN/analysis-stages until
+    analysis.json is written; Ctrl-C during BLEU loses only BLEU and what follows it."""
+    from sentencemim.eval.stages import Stages
+    cfg = write_config(tmp_path, heldout={"heldout_methods": "q,gauss", "heldout_valid": 4, "widen_factors": "3",
+                                          "fixed_stds": "0.3"})
+    run = tmp_path / "runs" / "mim-2-s0"
+    assert main(["reproduce", str(cfg), "--only", "mim-2", "--no-eval", "--quiet"]) == 0
+    real = Stages.run
+
+    def stop_at_bleu(self, name, fn):
+        if name == "bleu":
+            raise KeyboardInterrupt
+        return real(self, name, fn)
+
+    monkeypatch.setattr(Stages, "run", stop_at_bleu)
+    assert main(["reproduce", str(cfg), "--only", "mim-2", "--quiet"]) == 130
+    assert not (run / "analysis.json").exists()
+    assert sorted(p.stem for p in (run / "analysis-stages").glob("*.json")) == [
+        "heldout", "heldout_train_prior", "iwae", "key", "melbo_repeat_0", "melbo_repeat_1"]
+    monkeypatch.setattr(Stages, "run", real)
+    capsys.readouterr()
+    assert main(["reproduce", str(cfg), "--only", "mim-2", "--quiet"]) == 0
+    assert ("resuming: 5 stage(s) already done (heldout, heldout_train_prior, iwae, melbo_repeat_0, "
+            "melbo_repeat_1)") in capsys.readouterr().out
+    res = json.loads((run / "analysis.json").read_text())
+    assert sorted(res["resumed_stages"]) == ["heldout", "heldout_train_prior", "iwae", "melbo_repeat_0",
+                                             "melbo_repeat_1"]
+    assert "bleu" in res["report"] and not (run / "analysis-stages").exists()
+
+
 def test_a_killed_session_is_recorded_up_to_its_last_checkpoint(tmp_path, capsys):
     """A resumed session is recorded when it starts, so a driver killed mid-session (a hard
     stop) leaves a record; the next session closes it at its last checkpoint. Steps no record

@@ -42,6 +42,7 @@ from . import bounds
 from .bleu import BLEU_MODES, bleu_report
 from .heldout import HeldoutConfig, entry_fields, format_heldout, heldout_bounds
 from .scoring import Scorer
+from .stages import Stages
 from .terms import (EOS_CONVENTIONS, PRECISION_WHAT, bound_entry, melbo, perplexities, sentence_terms,
                     synthetic_truth)
 
@@ -90,7 +91,8 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
              progress: bool = False, iwae_k: int = 100, train_prior: bounds.AggregatePrior | None = None,
              true_nll: np.ndarray | None = None, latent: bool = True, max_rows: int = 2048,
              precision: str = "fp32", objective: str | None = None, heldout: HeldoutConfig | None = None,
-             valid_ds: Dataset | None = None, valid_what: str = "", bound_sentences: int = 0) -> dict:
+             valid_ds: Dataset | None = None, valid_what: str = "", bound_sentences: int = 0,
+             stages: Stages | None = None) -> dict:
     """The evaluation report (see module docstring); all NLLs in nats. Per-sentence
     values are under report["per_sentence"] (dataset order) for histograms. With
     `heldout` and `valid_ds` (sentences disjoint from ds, for choosing settings), the
@@ -103,14 +105,19 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
     evaluation; their entries say so ("sentences", "subset"), their per-sentence arrays
     are over the subset, and per_sentence["bound_index"] holds its indices. The ELBO is
     then taken from the MELBO repeats (R samples of z ~ q per sentence) on every sentence,
-    like the MELBO, BLEU and reconstruction."""
+    like the MELBO, BLEU and reconstruction.
+
+    `stages` (eval.stages.Stages): the costly stages are kept there as they finish, and an
+    evaluation interrupted before the end resumes from them (the reproduce driver's)."""
     if not model.has_latent:
         return evaluate_lm(model, ds, batch_size, device, progress, precision, true_nll)
     N = len(ds)
+    st = stages if stages is not None else Stages()
     timing, t0 = {}, time.perf_counter()
     det = objective == "ae"  # deterministic encoder: z = mean, every repeat is the same
-    runs = [sentence_terms(model, ds, n_z, batch_size, seed + r, device, progress, at_mean=r == 0,
-                           precision=precision, deterministic=det, desc=f"MELBO repeat {r + 1}/{repeats}")
+    runs = [st.run(f"melbo_repeat_{r}", lambda r=r: sentence_terms(
+                model, ds, n_z, batch_size, seed + r, device, progress, at_mean=r == 0, precision=precision,
+                deterministic=det, desc=f"MELBO repeat {r + 1}/{repeats}"))
             for r in range(1 if det else repeats)]
     runs = runs * repeats if det else runs
     first = runs[0]
@@ -144,7 +151,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         "precision": precision,
         "precision_what": PRECISION_WHAT[precision],
     }
-    timing["melbo_reconstruction"] = time.perf_counter() - t0
+    timing["melbo_reconstruction"] = time.perf_counter() - t0 + st.total(*st.resumed)
     sub_idx = ds.subset_index(bound_sentences, seed) if iwae_k and 0 < bound_sentences < N else None
     if sub_idx is not None:
         bds, btok, sub_note = ds.take(sub_idx), tokens[sub_idx], f"; on {len(sub_idx)} of {N} sentences (seed {seed})"
@@ -163,9 +170,9 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         bds, btok, sub_note, sub_info = ds, tokens, "", {}
     if iwae_k:
         t0 = time.perf_counter()
-        w = bounds.importance_weights(model, bds, iwae_k, train_prior, batch_size=max(1, min(batch_size, 20)),
-                                      max_rows=max_rows, seed=seed, device=device, progress=progress,
-                                      precision=precision)
+        w = st.run("iwae", lambda: bounds.importance_weights(
+            model, bds, iwae_k, train_prior, batch_size=max(1, min(batch_size, 20)), max_rows=max_rows, seed=seed,
+            device=device, progress=progress, precision=precision))
         rec_q, eos_q = w["rec"].mean(1), w["rec_eos"].mean(1)  # E_q over the K samples
         if sub_idx is None:
             elbo = rec_q + w["kl"]
@@ -186,22 +193,21 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
             per["elbo_single" + tag], per["iwae" + tag] = single, iw
         if train_prior is not None:
             report["iwae_train_prior"]["m"] = train_prior.m
-        timing[f"iwae_k{iwae_k}"] = time.perf_counter() - t0
+        timing[f"iwae_k{iwae_k}"] = st.seconds["iwae"]
         if heldout is not None and heldout.method_list() and valid_ds is not None:
             for tag, agg, lp in (("", None, w["log_p"]), ("_train_prior", train_prior, w.get("log_agg"))):
                 if lp is None:
                     continue
-                t0 = time.perf_counter()
-                res = heldout_bounds(model, bds, valid_ds, agg, heldout, iwae_k, objective, batch_size, max_rows,
-                                     seed, device, progress, precision, q_logw=-w["rec"] + lp - w["log_q"],
-                                     valid_what=valid_what)
+                res = st.run("heldout" + tag, lambda agg=agg, lp=lp: heldout_bounds(
+                    model, bds, valid_ds, agg, heldout, iwae_k, objective, batch_size, max_rows, seed, device,
+                    progress, precision, q_logw=-w["rec"] + lp - w["log_q"], valid_what=valid_what))
                 if res:
                     m = res["methods"][res["chosen"]]
                     b = bound_entry(f"tightest ({res['chosen']})", res["prior"], m["samples"] + sub_note,
                                     res["per_sentence"], btok)
                     report["heldout" + tag] = {**entry_fields(res, b), **sub_info}
                     per["heldout" + tag] = res["per_sentence"]
-                timing["heldout" + tag] = time.perf_counter() - t0
+                timing["heldout" + tag] = st.seconds["heldout" + tag]
     else:
         elbo = first["rec"] + first["kl"]
         report["elbo"] = bound_entry("ELBO", "N(0,I)", f"N_z={n_z} for E_q[-log p(x|z)], analytic KL",
@@ -239,16 +245,15 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         per["mu_var_per_dim"] = var  # (d,), for the active-unit plot
         timing["latent"] = time.perf_counter() - t0
     if bleu:
-        t0 = time.perf_counter()
-        modes = bleu_report(model, ds, vocab, BLEU_MODES, batch_size, seed, device, repeats, progress,
-                            deterministic=det)
+        modes = st.run("bleu", lambda: bleu_report(model, ds, vocab, BLEU_MODES, batch_size, seed, device, repeats,
+                                                 progress, deterministic=det))
         report["bleu"] = {**{k: modes[0][k] for k in ("sentence_bleu1", "corpus_bleu1", "corpus_bleu4",
                                                       "sentence_bleu1_std")},
                           "repeats": modes[0]["repeats"],
                           "what": f"{modes[0]['what']} (the paper's mode); BLEU-1 with brevity penalty per "
                                   "sentence, averaged over sentences (the paper's); corpus BLEU-1 and BLEU-4"}
         report["bleu_modes"] = modes
-        timing["bleu"] = time.perf_counter() - t0
+        timing["bleu"] = st.seconds["bleu"]
     report["timing_s"] = timing
     report["per_sentence"] = per
     return report

@@ -129,6 +129,7 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
     """report.analyse_run on the run's checkpoint; reuses an analysis of the same step and settings."""
     import numpy as np
     from ..corpora import load_eval_split
+    from ..eval.stages import Stages, fingerprint
     from ..modelio import load_model
     from ..report import analyse_run
     rc, which = eval_settings(cfg, device)
@@ -145,18 +146,25 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
             and (run.out / "analysis.npz").exists():
         print(f"[{run.name}] evaluation of step {info.get('step')} exists: skipped", flush=True)
         return old
-    print(f"[{run.name}] evaluating checkpoint-{which} (step {info.get('step')}) on {rc.split}", flush=True)
     t0 = time.monotonic()
     ddir = data_dir or cfg.get("data_dir")
     ds = load_eval_split(run.out, info, rc.split, ddir, rc.max_sentences, vocab)
+    train_ds, valid = None, (None, "")
     if model.has_latent:
         train_ds = load_eval_split(run.out, info, "train", ddir, 0, vocab) if rc.iwae_k and rc.agg_prior_m else None
-        valid = (None, "")
         if rc.iwae_k and heldout.method_list():  # settings of the held-out methods are chosen on these
             source = "train" if rc.split == "valid" else "valid"
             vds = load_eval_split(run.out, info, source, ddir, heldout.heldout_valid, vocab)
             valid = (vds, f"{len(vds)} {source} sentences (seed 0)")
-        res = analyse_run(run.name, model, vocab, info, ds, train_ds, rc, heldout=heldout, valid=valid)
+    # finished stages are kept until analysis.json is written: a killed evaluation resumes
+    stages = Stages(run.out / "analysis-stages", {"step": info.get("step"), "settings": settings,
+                                                  "model_and_sentences": fingerprint(model, ds, valid[0], train_ds)})
+    kept = stages.kept()
+    print(f"[{run.name}] evaluating checkpoint-{which} (step {info.get('step')}) on {rc.split}"
+          + (f"; resuming: {len(kept)} stage(s) already done ({', '.join(kept)})" if kept else ""), flush=True)
+    if model.has_latent:
+        res = analyse_run(run.name, model, vocab, info, ds, train_ds, rc, heldout=heldout, valid=valid,
+                          stages=stages)
     else:  # the language model: its exact NLL, nothing latent to analyse
         from ..eval.evaluate import evaluate
         res = {"name": run.name, "objective": "lm", "latent_dim": 0, "hidden_dim": model.cfg.hidden_dim,
@@ -166,9 +174,12 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
     per, cross = res["report"].pop("per_sentence"), res.pop("cross")
     res.update(settings=settings, checkpoint=which, wall_s=time.monotonic() - t0, evaluated=utc(),
                commit=commit(), machine=machine(), label=run.label, key=run.key, seed=run.seed)
+    if stages.resumed:  # wall_s is this process's; the stages' own times are in report.timing_s
+        res["resumed_stages"] = {n: stages.seconds[n] for n in stages.resumed}
     np.savez_compressed(run.out / "analysis.npz", **{f"ps_{k}": v for k, v in per.items()},
                         **{f"cross_{k}": v for k, v in cross.items()})
     (run.out / "analysis.json").write_text(json.dumps(res, indent=1, default=_jsonable))
+    stages.clear()
     return res
 
 

@@ -1,0 +1,144 @@
+"""Finished stages of a long evaluation, kept on disk so that an interrupted one resumes.
+
+The reproduce driver's evaluation of a PTB model (MELBO repeats, IWAE, the held-out
+methods under two priors, BLEU, the Fig. 3 cross terms) takes hours on a CPU, longer than
+what is left of a session when a run finishes late in one. Each stage is seeded on its
+own (no stage reads the global RNG another has advanced), so a stage's result does not
+depend on whether the stages before it were computed now or read back; the resumed
+evaluation equals an uninterrupted one exactly (tests/test_eval_stages.py).
+
+    FOLDER/key.json      what the stages belong to: model fingerprint, data, settings
+    FOLDER/NAME.json     one finished stage: its value and the seconds it took
+
+A key that differs from the folder's (another checkpoint, other sentences or settings)
+empties the folder first. Values are written as JSON, numpy arrays tagged with their dtype
+and shape (floats round-trip exactly), through a temporary file and a rename, so a stage
+killed while being written is simply computed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _enc(x):
+    if isinstance(x, np.ndarray):
+        return {"__ndarray__": x.dtype.str, "shape": list(x.shape), "data": x.ravel().tolist()}
+    if isinstance(x, torch.Tensor):
+        return {"__tensor__": _enc(x.detach().cpu().numpy())}
+    if isinstance(x, np.generic):
+        return {"__npscalar__": x.dtype.str, "value": x.item()}
+    if isinstance(x, tuple):
+        return {"__tuple__": [_enc(v) for v in x]}
+    if isinstance(x, list):
+        return [_enc(v) for v in x]
+    if isinstance(x, dict):
+        if all(isinstance(k, str) for k in x):
+            return {"__dict__": {k: _enc(v) for k, v in x.items()}}
+        return {"__items__": [[_enc(k), _enc(v)] for k, v in x.items()]}
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    raise TypeError(f"a stage value of type {type(x).__name__} cannot be kept")
+
+
+def _dec(x):
+    if isinstance(x, list):
+        return [_dec(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    if "__ndarray__" in x:
+        return np.asarray(x["data"], dtype=np.dtype(x["__ndarray__"])).reshape(x["shape"])
+    if "__tensor__" in x:
+        return torch.from_numpy(_dec(x["__tensor__"]))
+    if "__npscalar__" in x:
+        return np.dtype(x["__npscalar__"]).type(x["value"])
+    if "__tuple__" in x:
+        return tuple(_dec(v) for v in x["__tuple__"])
+    if "__items__" in x:
+        return {_dec(k): _dec(v) for k, v in x["__items__"]}
+    return {k: _dec(v) for k, v in x["__dict__"].items()}
+
+
+def fingerprint(model, *datasets) -> str:
+    """sha256 of the model's parameters and of the datasets' token ids."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    for ds in datasets:
+        if ds is None:
+            continue
+        h.update(f"{len(ds)} sentences".encode())
+        for idx in ds.eval_batches(1000):
+            b = ds.batch(idx)
+            h.update(b.dec_tgt.numpy().tobytes())
+            h.update(b.index.numpy().tobytes())
+    return h.hexdigest()
+
+
+class Stages:
+    """Runs named stages, keeping each result in `folder` (None: keep nothing).
+    `seconds[name]` is what a stage took when it was computed; `resumed` lists those
+    read back from disk."""
+
+    def __init__(self, folder: str | Path | None = None, key: dict | None = None):
+        self.folder = Path(folder) if folder is not None else None
+        self.seconds: dict[str, float] = {}
+        self.resumed: list[str] = []
+        if self.folder is None:
+            return
+        key = json.loads(json.dumps(key or {}, default=str))
+        kf = self.folder / "key.json"
+        if self.folder.exists():
+            try:
+                old = json.loads(kf.read_text())
+            except (OSError, ValueError):
+                old = None
+            if old != key:
+                shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        kf.write_text(json.dumps(key, indent=1))
+
+    def run(self, name: str, fn):
+        """fn()'s value, computed now or read back from an earlier, interrupted evaluation."""
+        path = None if self.folder is None else self.folder / f"{name}.json"
+        if path is not None and path.exists():
+            try:
+                kept = json.loads(path.read_text())
+                value = _dec(kept["value"])
+            except (OSError, ValueError, KeyError, TypeError):
+                value = None  # unreadable: compute it again
+            else:
+                self.seconds[name] = float(kept["seconds"])
+                self.resumed.append(name)
+                return value
+        t0 = time.perf_counter()
+        value = fn()
+        self.seconds[name] = time.perf_counter() - t0
+        if path is not None:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"seconds": self.seconds[name], "value": _enc(value)}))
+            os.replace(tmp, path)
+        return value
+
+    def kept(self) -> list[str]:
+        """Names of the stages finished and kept on disk."""
+        if self.folder is None:
+            return []
+        return sorted(f.stem for f in self.folder.glob("*.json") if f.name != "key.json")
+
+    def total(self, *names: str) -> float:
+        return sum(self.seconds.get(n, 0.0) for n in names)
+
+    def clear(self) -> None:
+        """Drop the kept stages (after the whole evaluation has been saved)."""
+        if self.folder is not None and self.folder.exists():
+            shutil.rmtree(self.folder)

@@ -1,0 +1,137 @@
+"""eval.stages: the finished stages of a long evaluation kept on disk, and an interrupted
+analysis resumed from them to exactly the report an uninterrupted one gives."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sentencemim.config import ReportConfig
+from sentencemim.data import Dataset
+from sentencemim.eval.heldout import HeldoutConfig
+from sentencemim.eval.stages import Stages, _dec, _enc, fingerprint
+from sentencemim.report import analyse_run
+
+
+def _same(a, b, path="") -> None:
+    """Deep equality (arrays exactly, NaN equal to NaN), ignoring wall times."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (path, set(a) ^ set(b))
+        for k in a:
+            if isinstance(k, str) and ("time" in k or k in ("seconds", "timing_s")):
+                continue
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, path
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), path
+    else:
+        assert a == b and type(a) is type(b), (path, a, b)
+
+
+def test_values_round_trip_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    value = {"f64": rng.normal(size=(3, 4)), "f32": rng.normal(size=5).astype(np.float32),
+             "i64": np.arange(6, dtype=np.int64).reshape(2, 3), "bool": np.array([True, False]),
+             "empty": np.zeros((0, 3)), "nan": [float("nan"), float("inf"), -float("inf")],
+             "by_int": {1: 2.5, 10: 3.0}, "pair": (1, "a", None), "scalar": np.float32(0.1),
+             "nested": [{"x": np.int64(3)}], "tensor": torch.arange(3.0), "third": 1 / 3}
+    st = Stages(tmp_path / "s", {"k": 1})
+    assert st.run("v", lambda: value) is value
+    again = Stages(tmp_path / "s", {"k": 1}).run("v", lambda: pytest.fail("a kept stage was computed again"))
+    tensor = again.pop("tensor")
+    assert torch.equal(tensor, value["tensor"])
+    _same({k: v for k, v in value.items() if k != "tensor"}, again)
+    assert type(again["scalar"]) is np.float32 and list(again["by_int"]) == [1, 10]
+    assert _dec(_enc(value["third"])) == value["third"]  # a float's repr round-trips
+    with pytest.raises(TypeError, match="cannot be kept"):
+        _enc({"x": object()})
+
+
+def test_a_new_key_empties_the_folder_and_a_broken_stage_is_computed_again(tmp_path):
+    calls = []
+
+    def f(x):
+        return lambda: calls.append(x) or x
+
+    st = Stages(tmp_path / "s", {"step": 1})
+    st.run("a", f(1)), st.run("b", f(2))
+    assert st.kept() == ["a", "b"] and st.resumed == []
+    st = Stages(tmp_path / "s", {"step": 1})
+    assert st.run("a", f(10)) == 1 and st.resumed == ["a"] and calls == [1, 2]
+    (tmp_path / "s" / "b.json").write_text('{"seconds": 1, "val')  # killed while written
+    assert st.run("b", f(20)) == 20 and calls == [1, 2, 20]
+    st = Stages(tmp_path / "s", {"step": 2})  # another checkpoint: nothing kept applies
+    assert st.kept() == [] and st.run("a", f(30)) == 30
+    st.clear()
+    assert not (tmp_path / "s").exists()
+    none = Stages()  # no folder: runs and times every stage, keeps nothing
+    assert none.run("a", f(40)) == 40 and none.kept() == [] and "a" in none.seconds
+
+
+def test_fingerprint_tells_models_and_sentences_apart(tiny_model, tiny_dataset):
+    a = fingerprint(tiny_model, tiny_dataset)
+    assert a == fingerprint(tiny_model, tiny_dataset)
+    assert a != fingerprint(tiny_model, tiny_dataset.take([0, 1, 2]))
+    with torch.no_grad():
+        tiny_model.out.bias[0] += 1e-6
+    assert a != fingerprint(tiny_model, tiny_dataset)
+
+
+class _Interrupted(Stages):
+    """Stops the evaluation (as SIGINT would) when it reaches stage `at`."""
+
+    def __init__(self, folder, key, at):
+        super().__init__(folder, key)
+        self.at = at
+
+    def run(self, name, fn):
+        if name == self.at:
+            raise KeyboardInterrupt
+        return super().run(name, fn)
+
+
+def _sentences(vocab, n, seed):
+    rng = np.random.default_rng(seed)
+    return Dataset([rng.choice(np.arange(4, len(vocab)), rng.integers(2, 8)) for _ in range(n)])
+
+
+@pytest.mark.parametrize("at", ["heldout_train_prior", "fig3_cross"])
+def test_an_interrupted_analysis_resumes_to_the_uninterrupted_report(tiny_model, tiny_vocab, tmp_path, at):
+    """Every costly stage, AIS and the training-mixture prior included; the stages before
+    `at` are read back, the rest computed, and the report equals one computed in one go.
+    A stage that drew from a random state another stage had advanced would differ here."""
+    tiny_model.eval()
+    test, valid, train = _sentences(tiny_vocab, 12, 0), _sentences(tiny_vocab, 4, 1), _sentences(tiny_vocab, 20, 2)
+    rc = ReportConfig(repeats=2, iwae_k=6, agg_prior_m=8, bound_sentences=8, fig3_n=5, fig5_trials=3, seed=1,
+                      device="cpu")
+    ho = HeldoutConfig(heldout_methods="q,gauss,components,ais", heldout_test="all", widen_factors="3",
+                       fixed_stds="0.3", component_candidates=4, ais_steps="2,3", ais_chains=2, ais_pilot_chains=1,
+                       ais_leapfrog=2)
+    info = {"step": 7, "train": {"corpus": "tiny", "objective": "mim"}}
+
+    def analyse(stages):
+        return analyse_run("tiny", tiny_model, tiny_vocab, info, test, train, rc, progress=False, heldout=ho,
+                           valid=(valid, "4 valid"), stages=stages)
+
+    whole = analyse(None)
+    key = {"step": 7, "fp": fingerprint(tiny_model, test, valid, train)}
+    with pytest.raises(KeyboardInterrupt):
+        analyse(_Interrupted(tmp_path / "st", key, at))
+    done = Stages(tmp_path / "st", key).kept()
+    assert "melbo_repeat_0" in done and at not in done
+    resumed = Stages(tmp_path / "st", key)
+    again = analyse(resumed)
+    assert sorted(resumed.resumed) == done
+    assert set(resumed.seconds) >= {"melbo_repeat_0", "melbo_repeat_1", "iwae", "heldout", "heldout_train_prior",
+                                    "bleu", "fig3_cross"}
+    _same(whole, again)
+    json.dumps(again["report"]["heldout"]["methods"]["ais"]["convergence"])  # int step counts survive as keys
+    assert list(again["report"]["heldout"]["methods"]["ais"]["convergence"]) == [2, 3]
