@@ -92,10 +92,11 @@ def cmd_evaluate(args) -> int:
                             if args.iwae_k and heldout.method_list() and model.has_latent else (None, ""))
     if args.quick:
         print(quick_note(args, heldout), file=sys.stderr)
+    stages = _evaluate_stages(args, model, ds, valid_ds, train_ds)
     rep = evaluate(model, ds, vocab, n_z=args.n_z, repeats=args.repeats, seed=args.seed,
                    batch_size=args.batch_size, bleu=not (args.no_bleu or args.quick), progress=True, device=device,
                    precision=args.precision, objective=info.get("train", {}).get("objective"), heldout=heldout,
-                   valid_ds=valid_ds, valid_what=valid_what, bound_sentences=args.bound_sentences,
+                   valid_ds=valid_ds, valid_what=valid_what, bound_sentences=args.bound_sentences, stages=stages,
                    **eval_extras(model, vocab, ds, corpus, train_ds, args.iwae_k, args.agg_prior_m, args.seed,
                                  args.batch_size, device))
     per_sentence = rep.pop("per_sentence")
@@ -115,7 +116,28 @@ def cmd_evaluate(args) -> int:
         from .eval.terms import per_sentence_arrays
         np.savez_compressed(args.per_sentence, **per_sentence_arrays(per_sentence))
         print(f"wrote per-sentence values to {args.per_sentence}", file=sys.stderr)
+    stages.clear()
     return 0
+
+
+def _evaluate_stages(args, model, *datasets):
+    """Where `smim evaluate RUN_DIR` keeps its finished stages (RUN_DIR/evaluate-stages-SPLIT),
+    so that the same command run again after an interruption resumes; none for a file."""
+    from .eval.stages import Stages, fingerprint
+    if not Path(args.model).is_dir():
+        return Stages()
+    key = {k: v for k, v in vars(args).items() if k not in ("func", "json", "per_sentence", "device")}
+    try:
+        stages = Stages(Path(args.model) / f"evaluate-stages-{args.split}",
+                        {"args": key, "model_and_sentences": fingerprint(model, *datasets)})
+    except OSError as e:  # a read-only model directory: evaluate without keeping stages
+        print(f"note: {args.model} is not writable ({e.strerror}); an interrupted evaluation will start over",
+              file=sys.stderr)
+        return Stages()
+    if stages.kept():
+        print(f"resuming an interrupted evaluation: {len(stages.kept())} stage(s) already done "
+              f"({', '.join(stages.kept())})", file=sys.stderr)
+    return stages
 
 
 def cmd_report(args) -> int:

@@ -51,6 +51,34 @@ def test_evaluate_quick_reports_the_tightest_bounds_and_what_it_left_out(tiny_ru
     assert "tightest held-out bound, prior N(0,I)" in out and "ESS mean" in out
 
 
+def test_an_interrupted_evaluate_resumes_where_it_stopped(tiny_run, tmp_path, monkeypatch, capsys):
+    """`smim evaluate RUN` keeps finished stages in RUN/evaluate-stages-SPLIT: run again after
+    Ctrl-C, it reads them back and prints the numbers an uninterrupted evaluation prints."""
+    from sentencemim.eval.stages import Stages
+    monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
+    cmd = ["evaluate", str(tiny_run), "--quick", "--max-sentences", "30"]
+    assert main(cmd + ["--json", str(tmp_path / "whole.json")]) == 0
+    assert not (tiny_run / "evaluate-stages-test").exists()
+    real = Stages.run
+
+    def stop_at_heldout(self, name, fn):
+        if name == "heldout":
+            raise KeyboardInterrupt
+        return real(self, name, fn)
+
+    monkeypatch.setattr(Stages, "run", stop_at_heldout)
+    assert main(cmd) == 130
+    monkeypatch.setattr(Stages, "run", real)
+    capsys.readouterr()
+    assert main(cmd + ["--json", str(tmp_path / "again.json")]) == 0
+    assert "resuming an interrupted evaluation: 3 stage(s) already done (iwae, melbo_repeat_0, melbo_repeat_1)" \
+        in capsys.readouterr().err
+    whole, again = (json.loads((tmp_path / f).read_text()) for f in ("whole.json", "again.json"))
+    for key in ("melbo", "iwae", "heldout", "heldout_train_prior", "elbo"):
+        assert again[key]["nll_per_sentence"] == whole[key]["nll_per_sentence"], key
+    assert not (tiny_run / "evaluate-stages-test").exists()
+
+
 def test_evaluate_heldout_flags_and_errors(tiny_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
     js = tmp_path / "a.json"

@@ -17,6 +17,8 @@ lm-0-sSEED). `--parallel N` runs N at once as child processes. Each run lives in
                           a resumed session is recorded as it starts, so one whose driver
                           is killed is closed by the next at its last checkpoint ("killed")
     NAME/analysis.json    the evaluation (report.analyse_run), arrays in analysis.npz
+    NAME/analysis-stages/ while an evaluation runs: its finished stages (eval.stages), so
+                          one that is killed resumes; removed once analysis.json is written
 
 A run whose checkpoint has reached max_steps / max_epochs is skipped, a started one is
 resumed (exactly, see train.py), a finished evaluation of the same checkpoint step with
