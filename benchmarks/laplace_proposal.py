@@ -4,7 +4,8 @@ for importance sampling from one to converge?
 
 Per sentence: the mode z* of log N(z; 0, I) + log p(x|z) (Adam from q's mean), the full
 Hessian H of the negative log joint there (torch.autograd.functional.hessian, D^2 entries;
-eigenvalues below --eig-floor clipped up to it), then importance sampling from
+eigenvalues below --eig-floor raised to it: with the default 1, the prior's own curvature, no
+direction of the proposal is wider than the prior), then importance sampling from
 N(z*, s^2 H^-1) for each inflation s, K samples: the bound -log (1/K) sum w at K = 10, 100,
 ... and the ESS. Also printed: the Laplace estimate itself, f(z*) - (D/2) log 2 pi +
 (1/2) log det H, which is *not* a bound. nats/sentence, words + <eos>.
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--inflations", default="1,1.2,1.5")
     ap.add_argument("--mode-steps", type=int, default=150)
     ap.add_argument("--mode-lr", type=float, default=0.02)
-    ap.add_argument("--eig-floor", type=float, default=1e-3)
+    ap.add_argument("--eig-floor", type=float, default=1.0)
     ap.add_argument("--lm", help="a language-model run or model directory: its exact NLL on the same sentences")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json")
@@ -53,7 +54,6 @@ def main(argv=None) -> int:
     for p in model.parameters():
         p.requires_grad_(False)
     test = _load_eval_split(args.model, info, "test", args.data_dir, args.sentences, vocab)
-    D = model.cfg.latent_dim
     inflations = [float(s) for s in args.inflations.split(",")]
     ks = [k for k in (10, 100, 1000, 10000) if k < args.k] + [args.k]
     out = {"model": args.model, "step": info.get("step"), "sentences": len(test), "k": args.k,
@@ -76,6 +76,7 @@ def main(argv=None) -> int:
         print(f"sentence {i} ({row['tokens']} tokens): " + (f"LM exact NLL {lm_nll[i]:.2f}; " if lm_nll is not None else "")
               + f"Laplace estimate {row['laplace_estimate_not_a_bound']:.2f} (not a bound); Hessian eigenvalues "
               f"{row['eig_min']:.3g}..{row['eig_max']:.3g} ({row['eigs_below_floor']} below {args.eig_floor}); "
+              f"gradient norm at z* {row['grad_norm_at_mode']:.3g}; "
               f"{row['seconds']:.0f} s", flush=True)
         for s, r in row["is"].items():
             print(f"  IS from N(z*, ({s})^2 H^-1): " + ", ".join(f"K={k} {v:.2f}" for k, v in r["bound"].items())
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def laplace_is(model, seq, inflations, ks, mode_steps=150, mode_lr=0.02, eig_floor=1e-3, seed=0,
+def laplace_is(model, seq, inflations, ks, mode_steps=150, mode_lr=0.02, eig_floor=1.0, seed=0,
                rows_per_pass=100) -> dict:
     """One sentence (token ids, no specials): the mode, the Hessian, and IS from N(z*, s^2 H^-1)
     for each inflation s, with the bound at each K in ks (the last is the sample count)."""
@@ -113,9 +114,10 @@ def laplace_is(model, seq, inflations, ks, mode_steps=150, mode_lr=0.02, eig_flo
         opt.zero_grad()
         neg_log_joint(z).sum().backward()
         opt.step()
-    z = z.detach()
-    with torch.no_grad():
-        f_mode = float(neg_log_joint(z)[0])
+    z = z.detach().requires_grad_(True)
+    f = neg_log_joint(z)[0]
+    grad_norm = float(torch.autograd.grad(f, z)[0].norm())  # 0 at a true mode
+    z, f_mode = z.detach(), float(f.detach())
     t1 = time.perf_counter()
     H = torch.autograd.functional.hessian(lambda v: neg_log_joint(v[None])[0], z[0], vectorize=True)
     ev, U = torch.linalg.eigh((0.5 * (H + H.T)).double())
@@ -124,6 +126,7 @@ def laplace_is(model, seq, inflations, ks, mode_steps=150, mode_lr=0.02, eig_flo
     row = {"tokens": len(seq) + 1, "neg_log_joint_at_mode": f_mode,
            "laplace_estimate_not_a_bound": f_mode - 0.5 * D * LOG_2PI + 0.5 * float(torch.log(evc).sum()),
            "eig_min": float(ev.min()), "eig_max": float(ev.max()), "eigs_below_floor": int((ev < eig_floor).sum()),
+           "grad_norm_at_mode": grad_norm,
            "hessian_s": hess_s, "is": {}}
     K = ks[-1]
     for s in inflations:

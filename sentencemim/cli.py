@@ -104,6 +104,8 @@ def cmd_evaluate(args) -> int:
            "objective": info.get("train", {}).get("objective"), **rep}
     if args.quick:
         rep["quick"] = quick_note(args, heldout)
+    if stages.resumed:  # read back from an interrupted run of this command; seconds when computed
+        rep["resumed_stages"] = {n: stages.seconds[n] for n in stages.resumed}
     print(format_report(rep))
     if args.quick:
         print(rep["quick"])
@@ -122,11 +124,15 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate_stages(args, model, *datasets):
     """Where `smim evaluate RUN_DIR` keeps its finished stages (RUN_DIR/evaluate-stages-SPLIT),
-    so that the same command run again after an interruption resumes; none for a file."""
+    so that the same command run again after an interruption resumes. Run directories only:
+    a model directory (config.json + weights, perhaps committed) is left as it is."""
     from .eval.stages import Stages, fingerprint
-    if not Path(args.model).is_dir():
+    run = Path(args.model)
+    if not (run.is_dir() and any(run.glob("checkpoint-*.pt"))):
         return Stages()
-    key = {k: v for k, v in vars(args).items() if k not in ("func", "json", "per_sentence", "device")}
+    # what decides the numbers; the model and data paths are covered by the fingerprint
+    key = {k: v for k, v in vars(args).items()
+           if k not in ("func", "json", "per_sentence", "device", "model", "data_dir")}
     try:
         stages = Stages(Path(args.model) / f"evaluate-stages-{args.split}",
                         {"args": key, "model_and_sentences": fingerprint(model, *datasets)})

@@ -110,7 +110,9 @@ def cmd_answer(args) -> int:
     from .modelio import load_model
     from .qa import generate_answers
     from .qa_data import normalize
-    question = normalize(args.question.lower() if args.lowercase else args.question)
+    question = normalize(args.question)
+    if args.lowercase:  # after normalize, which reads PTB escapes such as -LSB- in their own case
+        question = [w.lower() for w in question]
     if not question:
         raise UserError("the question is empty")
     model, vocab, _ = load_model(args.model, args.checkpoint)

@@ -3,6 +3,8 @@ analysis resumed from them to exactly the report an uninterrupted one gives."""
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -76,10 +78,46 @@ def test_a_new_key_empties_the_folder_and_a_broken_stage_is_computed_again(tmp_p
     assert none.run("a", f(40)) == 40 and none.kept() == [] and "a" in none.seconds
 
 
+def test_a_second_evaluation_on_the_same_folder_neither_empties_nor_mixes_the_first(tmp_path, capsys):
+    """Another process keeps stages in the folder (and holds its lock): an evaluation with
+    other settings then keeps none, and the first one's stages stay as they were."""
+    folder = tmp_path / "s"
+    first = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from sentencemim.eval.stages import Stages; "
+         f"s = Stages({str(folder)!r}, {{'settings': 'full'}}); s.run('melbo_repeat_0', lambda: 1.0); "
+         "print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "ready"
+        second = Stages(folder, {"settings": "quick"})
+        assert "another evaluation is keeping its stages" in capsys.readouterr().err
+        assert second.run("melbo_repeat_0", lambda: 2.0) == 2.0 and second.kept() == []
+        second.clear()
+        key = json.loads((folder / "key.json").read_text())
+        assert key["settings"] == "full" and len(key["code"]) == 64  # stages of other code are not reused
+        assert (folder / "melbo_repeat_0.json").exists()
+    finally:
+        first.communicate("")  # the first process ends: its lock goes with it
+    third = Stages(folder, {"settings": "quick"})
+    assert third.folder is not None and third.kept() == []  # its key differs: the folder was emptied
+    third.clear()
+    assert not folder.exists() and not (tmp_path / "s.lock").exists()
+
+
+def test_a_stage_that_cannot_be_kept_is_still_used(tmp_path, capsys):
+    st = Stages(tmp_path / "s", {})
+    import shutil
+    shutil.rmtree(tmp_path / "s")  # e.g. removed from under a running evaluation
+    assert st.run("iwae", lambda: 5) == 5
+    assert "could not keep stage iwae" in capsys.readouterr().err
+
+
 def test_fingerprint_tells_models_and_sentences_apart(tiny_model, tiny_dataset):
     a = fingerprint(tiny_model, tiny_dataset)
     assert a == fingerprint(tiny_model, tiny_dataset)
     assert a != fingerprint(tiny_model, tiny_dataset.take([0, 1, 2]))
+    assert fingerprint(tiny_model, tiny_dataset, None, tiny_dataset) != fingerprint(tiny_model, tiny_dataset,
+                                                                                   tiny_dataset, None)
     with torch.no_grad():
         tiny_model.out.bias[0] += 1e-6
     assert a != fingerprint(tiny_model, tiny_dataset)

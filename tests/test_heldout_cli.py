@@ -76,7 +76,15 @@ def test_an_interrupted_evaluate_resumes_where_it_stopped(tiny_run, tmp_path, mo
     whole, again = (json.loads((tmp_path / f).read_text()) for f in ("whole.json", "again.json"))
     for key in ("melbo", "iwae", "heldout", "heldout_train_prior", "elbo"):
         assert again[key]["nll_per_sentence"] == whole[key]["nll_per_sentence"], key
+    assert sorted(again["resumed_stages"]) == ["iwae", "melbo_repeat_0", "melbo_repeat_1"]
     assert not (tiny_run / "evaluate-stages-test").exists()
+    # a model directory (no checkpoints, perhaps committed) gets no stage folder
+    model_dir = tmp_path / "exported"
+    assert main(["export", str(tiny_run), "--out", str(model_dir)]) == 0
+    monkeypatch.setattr(Stages, "run", stop_at_heldout)
+    assert main(["evaluate", str(model_dir), "--quick", "--max-sentences", "30", "--corpus", "synthetic"]) == 130
+    assert sorted(p.name for p in model_dir.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                           "vocab.json"]
 
 
 def test_evaluate_heldout_flags_and_errors(tiny_run, tmp_path, monkeypatch, capsys):

@@ -111,6 +111,8 @@ def test_a_killed_evaluation_resumes_from_its_finished_stages(tmp_path, capsys, 
     res = json.loads((run / "analysis.json").read_text())
     assert sorted(res["resumed_stages"]) == ["heldout", "heldout_train_prior", "iwae", "melbo_repeat_0",
                                              "melbo_repeat_1"]
+    assert res["wall_s"] >= sum(res["resumed_stages"].values())  # the earlier process's time is counted
+    assert res["report"]["timing_s"]["evaluate_total"] >= sum(res["resumed_stages"].values())
     assert "bleu" in res["report"] and not (run / "analysis-stages").exists()
 
 

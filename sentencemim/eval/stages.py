@@ -7,13 +7,18 @@ own (no stage reads the global RNG another has advanced), so a stage's result do
 depend on whether the stages before it were computed now or read back; the resumed
 evaluation equals an uninterrupted one exactly (tests/test_eval_stages.py).
 
-    FOLDER/key.json      what the stages belong to: model fingerprint, data, settings
+    FOLDER/key.json      what the stages belong to: model fingerprint, data, settings, and a
+                         hash of this package's source (stages of other code are not reused)
     FOLDER/NAME.json     one finished stage: its value and the seconds it took
+    FOLDER.lock          held (flock) by the evaluation that keeps stages in FOLDER
 
-A key that differs from the folder's (another checkpoint, other sentences or settings)
-empties the folder first. Values are written as JSON, numpy arrays tagged with their dtype
-and shape (floats round-trip exactly), through a temporary file and a rename, so a stage
-killed while being written is simply computed again.
+A key that differs from the folder's (another checkpoint, other sentences, settings or
+code) empties the folder first. While one evaluation holds the lock, a second one that
+would use the same folder keeps no stages (and says so) instead of emptying or mixing the
+first one's. Values are written as JSON, numpy arrays tagged with their dtype and shape
+(floats round-trip exactly), through a temporary file and a rename, so a stage killed
+while being written is simply computed again; a stage that cannot be written is computed
+and used all the same.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +82,7 @@ def fingerprint(model, *datasets) -> str:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     for ds in datasets:
         if ds is None:
+            h.update(b"no dataset")
             continue
         h.update(f"{len(ds)} sentences".encode())
         for idx in ds.eval_batches(1000):
@@ -82,6 +90,49 @@ def fingerprint(model, *datasets) -> str:
             h.update(b.dec_tgt.numpy().tobytes())
             h.update(b.index.numpy().tobytes())
     return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_hash() -> str:
+    """sha256 of this package's Python source."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+_HELD: dict[str, object] = {}  # the lock files this process holds, by path
+
+
+def _lock(path: Path):
+    """An exclusive, non-blocking flock on `path` (released when the process ends); None if
+    another process holds it. This process may take a lock it holds again (a new Stages on
+    the same folder). Where flock does not exist, every caller gets the lock."""
+    key = str(path.resolve())
+    if key in _HELD:
+        return _HELD[key]
+    f = open(path, "a")
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if fcntl is not None:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            return None
+    _HELD[key] = f
+    return f
+
+
+def _unlock(path: Path) -> None:
+    f = _HELD.pop(str(path.resolve()), None)
+    path.unlink(missing_ok=True)
+    if f is not None:
+        f.close()
 
 
 class Stages:
@@ -93,9 +144,17 @@ class Stages:
         self.folder = Path(folder) if folder is not None else None
         self.seconds: dict[str, float] = {}
         self.resumed: list[str] = []
+        self._lock = None
         if self.folder is None:
             return
-        key = json.loads(json.dumps(key or {}, default=str))
+        key = json.loads(json.dumps({**(key or {}), "code": code_hash()}, default=str))
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.folder.with_name(self.folder.name + ".lock"))
+        if self._lock is None:
+            print(f"note: another evaluation is keeping its stages in {self.folder}; this one keeps none "
+                  "(an interruption will start it over)", file=sys.stderr)
+            self.folder = None
+            return
         kf = self.folder / "key.json"
         if self.folder.exists():
             try:
@@ -113,20 +172,24 @@ class Stages:
         if path is not None and path.exists():
             try:
                 kept = json.loads(path.read_text())
-                value = _dec(kept["value"])
+                value, seconds = _dec(kept["value"]), float(kept["seconds"])
             except (OSError, ValueError, KeyError, TypeError):
-                value = None  # unreadable: compute it again
+                pass  # unreadable: compute it again
             else:
-                self.seconds[name] = float(kept["seconds"])
+                self.seconds[name] = seconds
                 self.resumed.append(name)
                 return value
         t0 = time.perf_counter()
         value = fn()
         self.seconds[name] = time.perf_counter() - t0
         if path is not None:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"seconds": self.seconds[name], "value": _enc(value)}))
-            os.replace(tmp, path)
+            tmp = path.with_name(f"{name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(json.dumps({"seconds": self.seconds[name], "value": _enc(value)}))
+                os.replace(tmp, path)
+            except OSError as e:
+                print(f"note: could not keep stage {name} in {self.folder} ({e.strerror}); carrying on",
+                      file=sys.stderr)
         return value
 
     def kept(self) -> list[str]:
@@ -138,7 +201,15 @@ class Stages:
     def total(self, *names: str) -> float:
         return sum(self.seconds.get(n, 0.0) for n in names)
 
+    def resumed_seconds(self) -> float:
+        """What the stages read back took when they were computed (earlier processes' time)."""
+        return self.total(*self.resumed)
+
     def clear(self) -> None:
-        """Drop the kept stages (after the whole evaluation has been saved)."""
-        if self.folder is not None and self.folder.exists():
+        """Drop the kept stages (after the whole evaluation has been saved) and the lock."""
+        if self.folder is None:
+            return
+        if self.folder.exists():
             shutil.rmtree(self.folder)
+        _unlock(self.folder.with_name(self.folder.name + ".lock"))
+        self._lock = None

@@ -172,9 +172,10 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
                "report": evaluate(model, ds, vocab, batch_size=rc.batch_size, device=rc.device, progress=True,
                                   precision=rc.precision)}
     per, cross = res["report"].pop("per_sentence"), res.pop("cross")
-    res.update(settings=settings, checkpoint=which, wall_s=time.monotonic() - t0, evaluated=utc(),
-               commit=commit(), machine=machine(), label=run.label, key=run.key, seed=run.seed)
-    if stages.resumed:  # wall_s is this process's; the stages' own times are in report.timing_s
+    # wall time: this process's, plus what the stages read back took in earlier ones
+    res.update(settings=settings, checkpoint=which, wall_s=time.monotonic() - t0 + stages.resumed_seconds(),
+               evaluated=utc(), commit=commit(), machine=machine(), label=run.label, key=run.key, seed=run.seed)
+    if stages.resumed:
         res["resumed_stages"] = {n: stages.seconds[n] for n in stages.resumed}
     np.savez_compressed(run.out / "analysis.npz", **{f"ps_{k}": v for k, v in per.items()},
                         **{f"cross_{k}": v for k, v in cross.items()})
