@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Start, stop and look at issue #13's long PTB runs (benchmarks/reproduce/ptb-paper-schedule.json)
+# on a 2-core CPU across sessions, the way docs/results/ptb-paper-schedule-status.md describes.
+#
+#   bash benchmarks/reproduce/ptb_paper_runs.sh start [DATA_DIR]   # resume every run, in the background
+#   bash benchmarks/reproduce/ptb_paper_runs.sh status             # step, speed and ETA of each run
+#   bash benchmarks/reproduce/ptb_paper_runs.sh stop               # SIGINT: each run checkpoints and stops;
+#                                                                  # then the progress page is rewritten
+#
+# start runs two drivers, one thread per run:
+#   * `--only lm-0,mim-512,ae-512 --parallel 3` (the first three, log: runs/ptb-paper/NAME.log);
+#   * `--only vae-512,mim-128,mim-16,vae-16` one after another (log: runs/ptb-paper/vae-512-s0.log),
+# and sets CPU priorities in the issue's order (nice: sMIM (512) 0, AE (512) 5, the rest 10), so
+# the sMIM keeps a core to itself. The drivers run from a snapshot of the code (a git worktree of
+# HEAD under $SNAPSHOTS, default ../ptb-run-snapshots), so editing this checkout while they train
+# changes nothing under them; its runs/ is a link to this checkout's runs/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+CONFIG=benchmarks/reproduce/ptb-paper-schedule.json
+RUNS=runs/ptb-paper
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+PATTERN="sentencemim.cli reproduce $CONFIG"
+
+case "${1:-}" in
+start)
+    DATA=${2:-../shared/data}
+    [ -f "$DATA/ptb/train.txt" ] || { echo "ptb_paper_runs: no $DATA/ptb/train.txt (give the data folder)" >&2; exit 2; }
+    DATA=$(cd "$DATA" && pwd)
+    if pgrep -f "$PATTERN" > /dev/null; then
+        echo "ptb_paper_runs: the runs are already going (stop them first):" >&2
+        pgrep -af "$PATTERN" >&2
+        exit 1
+    fi
+    SNAPSHOTS=${SNAPSHOTS:-$ROOT/../ptb-run-snapshots}
+    SNAP=$SNAPSHOTS/$(git rev-parse --short HEAD)
+    if [ ! -d "$SNAP" ]; then
+        mkdir -p "$SNAPSHOTS"
+        git worktree add --detach "$SNAP" HEAD > /dev/null
+        ln -s "$ROOT/runs" "$SNAP/runs"
+    fi
+    mkdir -p "$RUNS"
+    cd "$SNAP"
+    OMP_NUM_THREADS=1 nohup "$PY" -m sentencemim.cli reproduce "$CONFIG" --only lm-0,mim-512,ae-512 \
+        --parallel 3 --data-dir "$DATA" >> "$RUNS/driver.log" 2>&1 &
+    OMP_NUM_THREADS=1 nohup nice -n 10 "$PY" -m sentencemim.cli reproduce "$CONFIG" \
+        --only vae-512,mim-128,mim-16,vae-16 --threads 1 --no-report --data-dir "$DATA" >> "$RUNS/vae-512-s0.log" 2>&1 &
+    sleep 20  # the parallel driver starts its children
+    for name in ae-512-s0:5 lm-0-s0:10; do
+        pid=$(pgrep -f -- "--only ${name%%:*} " || true)
+        [ -n "$pid" ] && renice -n "${name##*:}" -p $pid > /dev/null
+    done
+    echo "started from $SNAP (commit $(git rev-parse --short HEAD)); logs in $RUNS/*.log"
+    ps -o pid,ni,cmd -p "$(pgrep -d, -f "$PATTERN")" | cut -c1-150
+    ;;
+status)
+    for log in "$RUNS"/*-s0.log; do
+        printf '%-16s %s\n' "$(basename "$log" .log)" "$(tr '\r' '\n' < "$log" | grep -E '^(train|\[)' | tail -n 1 | cut -c1-110)"
+    done
+    pgrep -af "$PATTERN" | cut -c1-150 || echo "(no run is going)"
+    ;;
+stop)
+    if ! pgrep -f "$PATTERN" > /dev/null; then
+        echo "ptb_paper_runs: no run is going"
+    else
+        pkill -INT -f "$PATTERN"
+        for _ in $(seq 120); do pgrep -f "$PATTERN" > /dev/null || break; sleep 1; done
+        pgrep -af "$PATTERN" && { echo "ptb_paper_runs: still running after 120 s" >&2; exit 1; }
+        grep -h "interrupted at step" "$RUNS"/*.log | tail -n 8
+    fi
+    "$PY" -m sentencemim.cli reproduce "$CONFIG" --progress-page docs/results/ptb-paper-schedule-progress.md
+    ;;
+*)
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
