@@ -29,14 +29,30 @@ def _questions(args):
     qs = load_questions(args.data, args.split, args.data_dir, args.allow_pickle, args.filter)
     if not qs:
         raise UserError(f"{args.data} ({args.split}): no questions left after --filter {args.filter}")
-    if getattr(args, "lowercase", False):
+    style = _text_style(args)
+    if style:
         for q in qs:
-            q.text = [w.lower() for w in q.text]
-            q.answers = [[w.lower() for w in a] for a in q.answers]
+            q.text = style(q.text)
+            q.answers = [style(a) for a in q.answers]
     n = sum(len(q.labels) for q in qs)
     print(f"{args.data} {args.split}: {len(qs)} questions, {n} candidates (--filter {args.filter})"
-          f"{', lowercased' if getattr(args, 'lowercase', False) else ''}", file=sys.stderr)
+          f"{', ' + _style_name(args) if style else ''}", file=sys.stderr)
     return qs
+
+
+def _text_style(args):
+    """--ptb-text or --lowercase as a function on token lists (None: text as it is)."""
+    from .qa_data import ptb_text
+    if getattr(args, "ptb_text", False):
+        return ptb_text
+    if getattr(args, "lowercase", False):
+        return lambda tokens: [w.lower() for w in tokens]
+    return None
+
+
+def _style_name(args) -> str:
+    return ("PTB-style (lowercase, numbers as N, punctuation dropped)" if getattr(args, "ptb_text", False)
+            else "lowercased" if getattr(args, "lowercase", False) else "as written")
 
 
 def _vocab_notes(vocab, tokens: int, oov: int) -> None:
@@ -77,7 +93,7 @@ def cmd_rank(args) -> int:
     tokens = sum(len(a) for q in qs for a in q.answers + [q.text])
     _vocab_notes(vocab, tokens, oov)
     report = {"model": str(args.model), "objective": objective, "data": args.data, "split": args.split,
-              "filter": args.filter, "seed": args.seed, "lowercase": args.lowercase, "oov_tokens": oov,
+              "filter": args.filter, "seed": args.seed, "text": _style_name(args), "oov_tokens": oov,
               "tokens": tokens, "separator_in_vocabulary": has_separator(vocab),
               **({} if has_separator(vocab) else {"note": NO_SEPARATOR}), "results": {}}
     for v in variants:
@@ -111,8 +127,9 @@ def cmd_answer(args) -> int:
     from .qa import generate_answers
     from .qa_data import normalize
     question = normalize(args.question)
-    if args.lowercase:  # after normalize, which reads PTB escapes such as -LSB- in their own case
-        question = [w.lower() for w in question]
+    style = _text_style(args)  # after normalize, which reads PTB escapes such as -LSB- in their own case
+    if style:
+        question = style(question)
     if not question:
         raise UserError("the question is empty")
     model, vocab, _ = load_model(args.model, args.checkpoint)
@@ -164,7 +181,10 @@ def register(subparsers) -> None:
     r.add_argument("--seed", type=number(int, ge=0, le=SEED_MAX), default=0, metavar="N",
                    help="random seed of the z draws (default: 0)")
     r.add_argument("--no-baselines", action="store_true", help="skip the word-overlap and random baselines")
-    r.add_argument("--lowercase", action="store_true", help="lowercase questions and answers (PTB is lowercase)")
+    r.add_argument("--lowercase", action="store_true", help="lowercase questions and answers")
+    r.add_argument("--ptb-text", action="store_true",
+                   help="write questions and answers as Mikolov's PTB does (lowercase, numbers as N, no punctuation), "
+                        "for a model trained on PTB")
     r.set_defaults(func=cmd_rank)
 
     b = sub.add_parser("baselines", help="word-overlap and random ranking on a QA set")
@@ -180,7 +200,9 @@ def register(subparsers) -> None:
     a.add_argument("--seed", type=number(int, ge=0, le=SEED_MAX), default=0, metavar="N",
                    help="random seed of the sampled code (default: 0)")
     a.add_argument("--show-decoded", action="store_true", help="also print the whole decoded sentence")
-    a.add_argument("--lowercase", action="store_true", help="lowercase the question (PTB is lowercase)")
+    a.add_argument("--lowercase", action="store_true", help="lowercase the question")
+    a.add_argument("--ptb-text", action="store_true",
+                   help="write the question as Mikolov's PTB does (lowercase, numbers as N, no punctuation)")
     a.add_argument("--checkpoint", default="best", choices=("best", "latest"),
                    help="which checkpoint of a run directory (default: best)")
     a.set_defaults(func=cmd_answer)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,24 @@ def normalize(text: str) -> list[str]:
     for joiner, char in _WIKITEXT_JOINERS:
         text = text.replace(joiner, char)
     return [_PTB.get(t, t) for t in text.split()]
+
+
+_PTB_KEEP = frozenset("$ & ' #".split())  # the symbols Mikolov's PTB keeps
+_PTB_NUMBER = re.compile(r"[+-]?[\d.,:/-]*\d[\d.,:/%-]*")
+_PUNCT = re.compile(r"[^\w]+")
+
+
+def ptb_text(tokens: list[str]) -> list[str]:
+    """Tokens as Mikolov's PTB writes them, for a model trained on it: lowercase, numbers as
+    `N`, punctuation dropped (PTB has none but $ & ' #)."""
+    out = []
+    for t in tokens:
+        t = t.lower()
+        if _PTB_NUMBER.fullmatch(t):
+            out.append("N")
+        elif t in _PTB_KEEP or not _PUNCT.fullmatch(t):
+            out.append(t)
+    return out
 
 
 def qa_tokens(question: list[str], answer: list[str]) -> list[str]:

@@ -77,8 +77,14 @@ def test_lowercase_and_a_vocabulary_without_question_mark(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "lowercased" in err and "out-of-vocabulary tokens (read as <unk>): 0 of 7 (0.0%)" in err
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["lowercase"] is True and report["separator_in_vocabulary"] is False and report["oov_tokens"] == 0
+    assert report["text"] == "lowercased" and report["separator_in_vocabulary"] is False and report["oov_tokens"] == 0
     assert "Q <unk> A" in report["note"]
     assert main(["qa", "answer", str(d), "Who wrote Hamlet", "--length", "short", "--lowercase"]) == 0
     cap = capsys.readouterr()
     assert cap.out.startswith("(short, 5 <unk>)") and "0 of 3 (0.0%)" in cap.err
+    # --ptb-text: numbers as N and punctuation dropped too
+    data.write_text("Who wrote Hamlet , in 1600 ?\tShakespeare did .\t1\nWho wrote Hamlet , in 1600 ?\tNobody knows\t0\n")
+    assert main(["qa", "rank", str(d), "--data", str(data), "--runs", "2", "--no-baselines", "--ptb-text",
+                 "--json", str(tmp_path / "p.json")]) == 0
+    err = capsys.readouterr().err
+    assert "PTB-style" in err and "out-of-vocabulary tokens (read as <unk>): 2 of 9 (22.2%)" in err  # in, N

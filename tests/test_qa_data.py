@@ -151,3 +151,9 @@ def test_real_sets_have_the_documented_counts():
     shared_corpus("trecqa")
     trec = load_questions("trecqa", "test", data_dir=root)
     assert len(trec) == 68
+
+
+def test_ptb_text_writes_tokens_as_mikolovs_ptb():
+    from sentencemim.qa_data import ptb_text
+    got = ptb_text("The 1,000 cats ( big ) cost $ 5.5 % , isn't it ? -3 1990s".split())
+    assert got == ["the", "N", "cats", "big", "cost", "$", "N", "isn't", "it", "N", "1990s"]

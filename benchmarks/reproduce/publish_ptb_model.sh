@@ -53,16 +53,16 @@ python tests/readme_examples.py --write
 echo "== 3/5 screenshots of smim serve -> docs/serve"
 python -m sentencemim.serve.browser "$OUT" --index "$DATA/ptb/valid.txt" --out docs/serve
 
-echo "== 4/5 question answering with $OUT (lowercased text; PTB has no \"?\")"
+echo "== 4/5 question answering with $OUT (text written as PTB: lowercase, numbers as N, no punctuation)"
 QA=benchmarks/qa_results
 for data in wikiqa trecqa; do
-    smim qa rank "$OUT" --data $data --data-dir "$DATA" --split test --runs 10 --variant all --lowercase \
+    smim qa rank "$OUT" --data $data --data-dir "$DATA" --split test --runs 10 --variant all --ptb-text \
         --json "$QA/ptb-smim512-$data-both.json"
 done
 for q in "how are glacier caves formed ?" "who is the president of the united states" \
          "what is the capital of france" "when was the battle of hastings" "how does a water pump work"; do
     echo "== $q"
-    smim qa answer "$OUT" "$q" --show-decoded --lowercase
+    smim qa answer "$OUT" "$q" --show-decoded --ptb-text
 done 2>&1 | tee "$QA/ptb-smim512-answers.txt"
 
 echo "== 5/5 check"
