@@ -329,6 +329,29 @@ def test_parallel_ctrl_c_checkpoints_the_children_and_says_interrupted(tmp_path)
         assert 0 < step_of(runs / name) < 100000
 
 
+def test_earliest_lr_stop_replays_the_schedule():
+    """The progress page's earliest lr stop: train.py's rule (x lr_decay after `patience` epoch
+    ends without improvement, the count reset by a decay) carried on with no improvement."""
+    from sentencemim.config import TrainConfig
+    from sentencemim.reproduce.progress import earliest_stop
+    tc = TrainConfig(lr=1e-3, lr_decay=0.25, patience=2, min_lr=1e-6)
+
+    def v(epoch, loss, lr, step=None):
+        return {"epoch": epoch, "step": step if step is not None else 100 * epoch, "loss": loss, "lr": lr}
+
+    assert earliest_stop([v(0, 9.0, 1e-3, 0)], tc) is None  # no epoch end yet
+    assert earliest_stop([v(0, 9.0, 1e-3, 0), v(0, 8.0, 1e-3, 50)], tc) is None  # a mid-epoch validation
+    # improving at epoch 3: 5 decays (1e-3 -> 9.8e-7) of 2 epochs each
+    assert earliest_stop([v(1, 5.0, 1e-3), v(2, 4.0, 1e-3), v(3, 3.0, 1e-3)], tc) == 3 + 10
+    # one bad epoch already: the first decay comes one epoch sooner; a later validation within
+    # the same epoch (eval_every) is not an epoch end
+    assert earliest_stop([v(1, 5.0, 1e-3), v(2, 6.0, 1e-3), v(2, 1.0, 1e-3, 250)], tc) == 2 + 1 + 8
+    # just decayed (count reset) to 6.25e-5: 3 decays left
+    assert earliest_stop([v(1, 5.0, 1e-3), v(2, 6.0, 1e-3), v(3, 6.0, 2.5e-4), v(4, 7.0, 2.5e-4),
+                          v(5, 7.0, 6.25e-5)], tc) == 5 + 2 + 4
+    assert earliest_stop([v(1, 5.0, 9e-7)], tc) == 1  # already below min_lr: stops at this epoch end
+
+
 def test_progress_page_while_runs_train(tmp_path, capsys):
     """--progress-page: state, step, epochs, best validation and per-epoch validation of each run,
     from the run directories alone (a run not started yet is listed as new)."""

@@ -3,7 +3,8 @@
 Written from the run directories alone (checkpoint-latest, config.json, metrics.jsonl),
 without evaluating anything, so it costs seconds beside long runs: per run its state, the
 step and epoch reached against its budget, the best validation figure and its epoch, the lr
-with the epochs at which it decayed and the training speed of its last log; then every run's
+with the epochs at which it decayed, the earliest epoch at which the lr schedule can stop it
+and the training speed of its last log; then every run's
 validation at each epoch end, and the learning curves as one figure (curves.plot_curves).
 It is the interim record of a matrix; the results page (`write_page`) comes from evaluations.
 """
@@ -19,6 +20,32 @@ from .page import _n
 from .plan import Run, commit, machine, steps_per_epoch, train_state, utc
 
 
+def earliest_stop(valid: list[dict], tc) -> int | None:
+    """The earliest epoch at which the run can stop for lr < min_lr: if validation never
+    improves again, every `patience` epochs multiply the lr by lr_decay (train.py's rule,
+    replayed on the epoch-end validations). None before the first epoch end."""
+    ends, seen = [], set()  # an epoch's end is its first validation (later ones in it: eval_every, a stop)
+    for v in valid:
+        if v.get("step", 0) > 0 and v.get("epoch", 0) >= 1 and v["epoch"] not in seen:
+            seen.add(v.get("epoch"))
+            ends.append(v)
+    if not ends or not tc.lr_decay or tc.lr_decay >= 1:
+        return None
+    best, bad = float("inf"), 0
+    for v in ends:
+        bad = 0 if v["loss"] < best else bad + 1
+        best = min(best, v["loss"])
+        if bad >= tc.patience:
+            bad = 0
+    lr, decays = ends[-1]["lr"], 0
+    while lr >= tc.min_lr:
+        lr *= tc.lr_decay
+        decays += 1
+    if decays == 0:
+        return ends[-1]["epoch"]
+    return ends[-1]["epoch"] + (tc.patience - bad) + tc.patience * (decays - 1)
+
+
 def _facts(run: Run) -> dict:
     status, step = train_state(run)
     metrics = read_metrics(run.out / "metrics.jsonl")
@@ -29,6 +56,7 @@ def _facts(run: Run) -> dict:
     scored = [v for v in valid if v.get("step", 0) > 0]
     best = min(scored, key=lambda v: v["loss"]) if scored else None
     return {"status": status, "step": step, "spe": spe, "valid": valid, "best": best, "decays": decays,
+            "earliest_stop": earliest_stop(valid, run.tc),
             "lr": (valid[-1].get("lr") if valid else None), "tokens_per_s": train[-1].get("tokens_per_s") if train
             else None}
 
@@ -43,8 +71,8 @@ def write_progress_page(cfg: dict, runs: list[Run], page: str | Path, command: s
          "evaluated. This is a progress record, not a results page. Validation figures are nats per sentence, "
          "words + `<eos>`, on the run's validation sentences at each epoch end.", "",
          "| run | state | step | epochs (budget) | best validation objective (epoch) | its reconstruction term "
-         "(LM: exact NLL) | lr now | lr decays at epochs | training tokens/s (last log) |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "(LM: exact NLL) | lr now | lr decays at epochs | earliest lr stop (epoch) | training tokens/s (last log) |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
     for r, f in facts:
         ep = f["step"] / f["spe"] if f["spe"] else None
         b = f["best"]
@@ -52,9 +80,13 @@ def write_progress_page(cfg: dict, runs: list[Run], page: str | Path, command: s
                  + (f", max {r.tc.max_steps} steps" if r.tc.max_steps else "") + ") | "
                  + (f"{b['loss']:.2f} ({b['epoch']})" if b else "-") + " | "
                  + (_n(b.get("rec_per_sentence")) if b else "-") + f" | {_n(f['lr'], 'g')} | "
-                 + (", ".join(map(str, f["decays"])) or "none yet") + f" | {_n(f['tokens_per_s'], '.0f')} |")
+                 + (", ".join(map(str, f["decays"])) or "none yet") + " | "
+                 + (str(f["earliest_stop"]) if f["earliest_stop"] is not None else "-")
+                 + f" | {_n(f['tokens_per_s'], '.0f')} |")
     L += ["", "The validation objective is what the lr schedule and the best checkpoint follow (sMIM: the A-MIM "
-          "loss; sVAE: the annealed ELBO; AE: the reconstruction; LM: its NLL). Training tokens/s is per run "
+          "loss; sVAE: the annealed ELBO; AE: the reconstruction; LM: its NLL). The earliest lr stop is the "
+          "epoch at which the lr would fall below min_lr if validation never improved again (each improvement "
+          "postpones it); the budget's epoch cap stops a run in any case. Training tokens/s is per run "
           "while the runs share the machine.", ""]
     for r, f in facts:
         if not f["valid"]:
