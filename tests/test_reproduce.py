@@ -320,6 +320,13 @@ def test_parallel_ctrl_c_checkpoints_the_children_and_says_interrupted(tmp_path)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not all(f.exists() and "train |" in f.read_text() for f in logs):
         time.sleep(0.5)
+    # first a signal to one child alone (as `kill -INT` of one run would): interrupted, not failed
+    child = subprocess.run(["pgrep", "-f", "--", "--only ae-2-s0 "], capture_output=True, text=True).stdout.split()
+    assert len(child) == 1, child
+    os.kill(int(child[0]), signal.SIGINT)
+    while time.monotonic() < deadline and "interrupted at step" not in logs[1].read_text():
+        time.sleep(0.5)
+    time.sleep(3)  # the driver polls its children every 2 s
     p.send_signal(signal.SIGINT)
     out, _ = p.communicate(timeout=120)
     assert p.returncode == 130, out
@@ -327,6 +334,33 @@ def test_parallel_ctrl_c_checkpoints_the_children_and_says_interrupted(tmp_path)
     assert "run the same command again to resume" in out
     for name in ("mim-2-s0", "ae-2-s0"):
         assert 0 < step_of(runs / name) < 100000
+
+
+def test_parallel_run_interrupted_alone_is_reported_and_the_rest_finish(tmp_path):
+    """One child stopped by a signal of its own (not the driver's Ctrl-C): the others finish,
+    the driver names the interrupted run and exits 130, not with a failure."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    cfg = write_config(tmp_path, variants=["mim", "ae"], train={"max_steps": 100000, "batch_size": 50,
+                                                                "eval_max_sentences": 50, "log_every": 2,
+                                                                "checkpoint_every": 1000, "eval_every": 1000},
+                       run_train={"mim-2": {"max_steps": 4}})
+    log = tmp_path / "runs" / "ae-2-s0.log"
+    p = subprocess.Popen([sys.executable, "-m", "sentencemim.cli", "reproduce", str(cfg), "--parallel", "2",
+                          "--no-eval"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (log.exists() and "train |" in log.read_text()):
+        time.sleep(0.5)
+    child = subprocess.run(["pgrep", "-f", "--", "--only ae-2-s0 "], capture_output=True, text=True).stdout.split()
+    os.kill(int(child[0]), signal.SIGINT)
+    out, _ = p.communicate(timeout=240)
+    assert p.returncode == 130, out
+    assert "[mim-2-s0] finished" in out and "[ae-2-s0] interrupted after" in out and "FAILED" not in out, out
+    assert "1 run(s) interrupted at a checkpoint: ae-2-s0; run the same command again to resume" in out
 
 
 def test_earliest_lr_stop_replays_the_schedule():

@@ -273,7 +273,7 @@ def drive_parallel(cfg: dict, runs: list[Run], n: int, passthrough: list[str], d
     device. Ctrl-C / SIGTERM is passed on to the children, which checkpoint and stop."""
     cpu = not (device or "").startswith("cuda") and device != "auto"
     threads = max(1, (os.cpu_count() or 1) // n)
-    pending, active, failed, t0 = list(runs), {}, [], time.monotonic()
+    pending, active, failed, interrupted, t0 = list(runs), {}, [], [], time.monotonic()
     stop = []
     old = {s: signal.signal(s, lambda signum, frame: stop.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     print(f"{len(runs)} run(s), up to {n} at once" + (f", {threads} CPU thread(s) each" if cpu else
@@ -309,10 +309,13 @@ def drive_parallel(cfg: dict, runs: list[Run], n: int, passthrough: list[str], d
                 done = len(runs) - len(pending) - len(active)
                 tail = ""
                 lines = Path(log).read_text(errors="replace").strip().splitlines() if rc else []
-                # a child stopped by our Ctrl-C / SIGTERM checkpoints and says so: that is no failure
-                stopped = bool(rc and stop and lines and "interrupted at step" in lines[-1])
+                # a child stopped by a signal (our Ctrl-C / SIGTERM, or one sent to it alone)
+                # checkpoints and says so: that is no failure
+                stopped = bool(rc and lines and "interrupted at step" in lines[-1])
                 if rc and not stopped:
                     failed.append(name)
+                elif stopped and not stop:
+                    interrupted.append(name)
                 if rc:
                     tail = f"; last line: {lines[-1] if lines else '(empty log)'}"
                 state = "finished" if rc == 0 else "interrupted" if stopped else f"FAILED (status {rc})"
@@ -328,4 +331,8 @@ def drive_parallel(cfg: dict, runs: list[Run], n: int, passthrough: list[str], d
     if failed:
         raise UserError(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their .log files in "
                         f"{runs[0].out.parent})")
+    if interrupted:
+        print(f"{len(interrupted)} run(s) interrupted at a checkpoint: {', '.join(interrupted)}; run the same "
+              "command again to resume", flush=True)
+        return 130
     return 0
