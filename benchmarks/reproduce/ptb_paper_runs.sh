@@ -66,7 +66,7 @@ stop)
         pkill -INT -f "$PATTERN"
         for _ in $(seq 120); do pgrep -f "$PATTERN" > /dev/null || break; sleep 1; done
         pgrep -af "$PATTERN" && { echo "ptb_paper_runs: still running after 120 s" >&2; exit 1; }
-        grep -h "interrupted at step" "$RUNS"/*.log | tail -n 8
+        for log in "$RUNS"/*-s0.log; do grep -h "interrupted at step" "$log" | tail -n 1; done
     fi
     "$PY" -m sentencemim.cli reproduce "$CONFIG" --progress-page docs/results/ptb-paper-schedule-progress.md
     ;;

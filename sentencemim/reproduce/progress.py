@@ -81,7 +81,8 @@ def write_progress_page(cfg: dict, runs: list[Run], page: str | Path, command: s
                  + (f"{b['loss']:.2f} ({b['epoch']})" if b else "-") + " | "
                  + (_n(b.get("rec_per_sentence")) if b else "-") + f" | {_n(f['lr'], 'g')} | "
                  + (", ".join(map(str, f["decays"])) or "none yet") + " | "
-                 + (str(f["earliest_stop"]) if f["earliest_stop"] is not None else "-")
+                 + ("-" if f["earliest_stop"] is None else f"{f['earliest_stop']} (after the cap)"
+                    if r.tc.max_epochs and f["earliest_stop"] > r.tc.max_epochs else str(f["earliest_stop"]))
                  + f" | {_n(f['tokens_per_s'], '.0f')} |")
     L += ["", "The validation objective is what the lr schedule and the best checkpoint follow (sMIM: the A-MIM "
           "loss; sVAE: the annealed ELBO; AE: the reconstruction; LM: its NLL). The earliest lr stop is the "
