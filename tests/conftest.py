@@ -93,3 +93,19 @@ def overfit():
         model(batch, "mim").loss.backward()
         opt.step()
     return model.eval(), vocab
+
+
+@pytest.fixture
+def stop_at_stage(monkeypatch):
+    """stop_at_stage(NAME): every eval.stages.Stages raises KeyboardInterrupt (as Ctrl-C would)
+    when an evaluation reaches stage NAME; stop_at_stage(None) undoes it."""
+    from sentencemim.eval.stages import Stages
+    real = Stages.run
+
+    def stop_at(stage):
+        def run(self, name, fn):
+            if name == stage:
+                raise KeyboardInterrupt
+            return real(self, name, fn)
+        monkeypatch.setattr(Stages, "run", real if stage is None else run)
+    return stop_at

@@ -123,26 +123,14 @@ def test_fingerprint_tells_models_and_sentences_apart(tiny_model, tiny_dataset):
     assert a != fingerprint(tiny_model, tiny_dataset)
 
 
-class _Interrupted(Stages):
-    """Stops the evaluation (as SIGINT would) when it reaches stage `at`."""
-
-    def __init__(self, folder, key, at):
-        super().__init__(folder, key)
-        self.at = at
-
-    def run(self, name, fn):
-        if name == self.at:
-            raise KeyboardInterrupt
-        return super().run(name, fn)
-
-
 def _sentences(vocab, n, seed):
     rng = np.random.default_rng(seed)
     return Dataset([rng.choice(np.arange(4, len(vocab)), rng.integers(2, 8)) for _ in range(n)])
 
 
 @pytest.mark.parametrize("at", ["heldout_train_prior", "fig3_cross"])
-def test_an_interrupted_analysis_resumes_to_the_uninterrupted_report(tiny_model, tiny_vocab, tmp_path, at):
+def test_an_interrupted_analysis_resumes_to_the_uninterrupted_report(tiny_model, tiny_vocab, tmp_path, at,
+                                                                     stop_at_stage):
     """Every costly stage, AIS and the training-mixture prior included; the stages before
     `at` are read back, the rest computed, and the report equals one computed in one go.
     A stage that drew from a random state another stage had advanced would differ here."""
@@ -161,8 +149,10 @@ def test_an_interrupted_analysis_resumes_to_the_uninterrupted_report(tiny_model,
 
     whole = analyse(None)
     key = {"step": 7, "fp": fingerprint(tiny_model, test, valid, train)}
+    stop_at_stage(at)
     with pytest.raises(KeyboardInterrupt):
-        analyse(_Interrupted(tmp_path / "st", key, at))
+        analyse(Stages(tmp_path / "st", key))
+    stop_at_stage(None)
     done = Stages(tmp_path / "st", key).kept()
     assert "melbo_repeat_0" in done and at not in done
     resumed = Stages(tmp_path / "st", key)

@@ -51,24 +51,16 @@ def test_evaluate_quick_reports_the_tightest_bounds_and_what_it_left_out(tiny_ru
     assert "tightest held-out bound, prior N(0,I)" in out and "ESS mean" in out
 
 
-def test_an_interrupted_evaluate_resumes_where_it_stopped(tiny_run, tmp_path, monkeypatch, capsys):
+def test_an_interrupted_evaluate_resumes_where_it_stopped(tiny_run, tmp_path, monkeypatch, capsys, stop_at_stage):
     """`smim evaluate RUN` keeps finished stages in RUN/evaluate-stages-SPLIT: run again after
     Ctrl-C, it reads them back and prints the numbers an uninterrupted evaluation prints."""
-    from sentencemim.eval.stages import Stages
     monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
     cmd = ["evaluate", str(tiny_run), "--quick", "--max-sentences", "30"]
     assert main(cmd + ["--json", str(tmp_path / "whole.json")]) == 0
     assert not (tiny_run / "evaluate-stages-test").exists()
-    real = Stages.run
-
-    def stop_at_heldout(self, name, fn):
-        if name == "heldout":
-            raise KeyboardInterrupt
-        return real(self, name, fn)
-
-    monkeypatch.setattr(Stages, "run", stop_at_heldout)
+    stop_at_stage("heldout")
     assert main(cmd) == 130
-    monkeypatch.setattr(Stages, "run", real)
+    stop_at_stage(None)
     capsys.readouterr()
     assert main(cmd + ["--json", str(tmp_path / "again.json")]) == 0
     assert "resuming an interrupted evaluation: 3 stage(s) already done (iwae, melbo_repeat_0, melbo_repeat_1)" \
@@ -81,7 +73,7 @@ def test_an_interrupted_evaluate_resumes_where_it_stopped(tiny_run, tmp_path, mo
     # a model directory (no checkpoints, perhaps committed) gets no stage folder
     model_dir = tmp_path / "exported"
     assert main(["export", str(tiny_run), "--out", str(model_dir)]) == 0
-    monkeypatch.setattr(Stages, "run", stop_at_heldout)
+    stop_at_stage("heldout")
     assert main(["evaluate", str(model_dir), "--quick", "--max-sentences", "30", "--corpus", "synthetic"]) == 130
     assert sorted(p.name for p in model_dir.iterdir()) == ["README.md", "config.json", "model.safetensors",
                                                            "vocab.json"]

@@ -83,27 +83,19 @@ def test_subset_skip_resume_and_page(tmp_path, capsys):
     assert "$ smim reconstruct" in latent and "(AE)" in latent and "$ smim interpolate" in latent
 
 
-def test_a_killed_evaluation_resumes_from_its_finished_stages(tmp_path, capsys, monkeypatch):
+def test_a_killed_evaluation_resumes_from_its_finished_stages(tmp_path, capsys, stop_at_stage):
     """The driver keeps each finished evaluation stage in RUN/analysis-stages until
     analysis.json is written; Ctrl-C during BLEU loses only BLEU and what follows it."""
-    from sentencemim.eval.stages import Stages
     cfg = write_config(tmp_path, heldout={"heldout_methods": "q,gauss", "heldout_valid": 4, "widen_factors": "3",
                                           "fixed_stds": "0.3"})
     run = tmp_path / "runs" / "mim-2-s0"
     assert main(["reproduce", str(cfg), "--only", "mim-2", "--no-eval", "--quiet"]) == 0
-    real = Stages.run
-
-    def stop_at_bleu(self, name, fn):
-        if name == "bleu":
-            raise KeyboardInterrupt
-        return real(self, name, fn)
-
-    monkeypatch.setattr(Stages, "run", stop_at_bleu)
+    stop_at_stage("bleu")
     assert main(["reproduce", str(cfg), "--only", "mim-2", "--quiet"]) == 130
     assert not (run / "analysis.json").exists()
     assert sorted(p.stem for p in (run / "analysis-stages").glob("*.json")) == [
         "heldout", "heldout_train_prior", "iwae", "key", "melbo_repeat_0", "melbo_repeat_1"]
-    monkeypatch.setattr(Stages, "run", real)
+    stop_at_stage(None)
     capsys.readouterr()
     assert main(["reproduce", str(cfg), "--only", "mim-2", "--quiet"]) == 0
     assert ("resuming: 5 stage(s) already done (heldout, heldout_train_prior, iwae, melbo_repeat_0, "

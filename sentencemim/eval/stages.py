@@ -35,6 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+try:
+    import fcntl
+except ImportError:  # no flock here: every evaluation gets the lock
+    fcntl = None
+
 
 def _enc(x):
     if isinstance(x, np.ndarray):
@@ -85,10 +90,9 @@ def fingerprint(model, *datasets) -> str:
             h.update(b"no dataset")
             continue
         h.update(f"{len(ds)} sentences".encode())
-        for idx in ds.eval_batches(1000):
-            b = ds.batch(idx)
-            h.update(b.dec_tgt.numpy().tobytes())
-            h.update(b.index.numpy().tobytes())
+        for s in ds.seqs:  # length first, so sentence boundaries count
+            h.update(np.int64(len(s)).tobytes())
+            h.update(np.asarray(s, dtype=np.int64).tobytes())
     return h.hexdigest()
 
 
@@ -114,10 +118,6 @@ def _lock(path: Path):
     if key in _HELD:
         return _HELD[key]
     f = open(path, "a")
-    try:
-        import fcntl
-    except ImportError:
-        fcntl = None
     if fcntl is not None:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -144,13 +144,12 @@ class Stages:
         self.folder = Path(folder) if folder is not None else None
         self.seconds: dict[str, float] = {}
         self.resumed: list[str] = []
-        self._lock = None
         if self.folder is None:
             return
         key = json.loads(json.dumps({**(key or {}), "code": code_hash()}, default=str))
         self.folder.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(self.folder.with_name(self.folder.name + ".lock"))
-        if self._lock is None:
+        self._lock_path = self.folder.with_name(self.folder.name + ".lock")
+        if _lock(self._lock_path) is None:
             print(f"note: another evaluation is keeping its stages in {self.folder}; this one keeps none "
                   "(an interruption will start it over)", file=sys.stderr)
             self.folder = None
@@ -211,5 +210,4 @@ class Stages:
             return
         if self.folder.exists():
             shutil.rmtree(self.folder)
-        _unlock(self.folder.with_name(self.folder.name + ".lock"))
-        self._lock = None
+        _unlock(self._lock_path)

@@ -157,8 +157,10 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
             vds = load_eval_split(run.out, info, source, ddir, heldout.heldout_valid, vocab)
             valid = (vds, f"{len(vds)} {source} sentences (seed 0)")
     # finished stages are kept until analysis.json is written: a killed evaluation resumes
-    stages = Stages(run.out / "analysis-stages", {"step": info.get("step"), "settings": settings,
-                                                  "model_and_sentences": fingerprint(model, ds, valid[0], train_ds)})
+    # (the language model's exact NLL is one quick pass: nothing to keep)
+    stages = Stages(run.out / "analysis-stages", {
+        "step": info.get("step"), "settings": settings,
+        "model_and_sentences": fingerprint(model, ds, valid[0], train_ds)}) if model.has_latent else Stages()
     kept = stages.kept()
     print(f"[{run.name}] evaluating checkpoint-{which} (step {info.get('step')}) on {rc.split}"
           + (f"; resuming: {len(kept)} stage(s) already done ({', '.join(kept)})" if kept else ""), flush=True)
