@@ -118,6 +118,32 @@ def validate(model, ds: Dataset, tc: TrainConfig, rt: Runtime) -> dict:
             "ppl_rec_words_eos": math.exp(rec / tok), "sentences": int(n), "tokens": int(tok)}
 
 
+def _fused_ok(params) -> bool:
+    """Whether torch's fused Adam kernel takes these parameters (CPU or CUDA, float)."""
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+
+
+def use_fused_kernel(opt) -> None:
+    """Run Adam through torch's fused kernel where it can: one vectorised pass over each
+    parameter instead of a dozen elementwise ops. The algorithm and its state are the same,
+    so checkpoints move freely between the two; on the PTB sMIM (512) step it cuts the step
+    time by about a sixth on one CPU thread (docs/benchmarks.md)."""
+    if not isinstance(opt, torch.optim.Adam):
+        return
+    for g in opt.param_groups:
+        fused = _fused_ok(g["params"])
+        g["fused"], g["foreach"] = (True, False) if fused else (None, None)
+
+
+def make_optimizer(name: str, params, lr: float):
+    """The training optimizer: Adam (the paper's) or plain SGD."""
+    if name == "adam":
+        opt = torch.optim.Adam(params, lr=lr, fused=_fused_ok(params) or None)
+        use_fused_kernel(opt)
+        return opt
+    return torch.optim.SGD(params, lr=lr)
+
+
 def train(mc: ModelConfig, tc: TrainConfig, out: str | Path, resume: bool = False,
           overrides: dict | None = None, quiet: bool = False, model_overrides: dict | None = None,
           accept_changed_data: bool = False) -> dict:
@@ -183,15 +209,13 @@ def _train(mc, tc, out, saved, rt, log, quiet, accept_changed_data=False):
             rundir.record_fingerprints(out, _fingerprints(tc, out))
     model = SentenceAE(mc).to(rt.device)
     params = list(model.parameters())
-    if tc.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=tc.lr)
-    else:
-        opt = torch.optim.SGD(params, lr=tc.lr)
+    opt = make_optimizer(tc.optimizer, params, tc.lr)
     st = State(lr=tc.lr)
     window = [0.0] * 6  # loss, rec, kl, sentences, tokens, seconds (since last log line)
     if saved:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
+        use_fused_kernel(opt)  # a checkpoint's param groups carry the implementation it was saved with
         st = State(**saved["state"])
         window = list(saved["window"])
         torch.set_rng_state(saved["rng"]["torch"])

@@ -1,3 +1,4 @@
+import copy
 import json
 import subprocess
 import sys
@@ -124,3 +125,42 @@ def test_torchrun_two_processes_train_in_step(tmp_path):
     recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in recs if x["kind"] == "train"] == [3, 6]
     assert "world size 2" in r.stderr
+
+
+def test_fused_adam_is_the_same_algorithm_and_old_checkpoints_resume_on_it(tmp_path):
+    from sentencemim.train import make_optimizer, use_fused_kernel
+
+    torch.manual_seed(0)
+    w0 = torch.randn(50, 7)
+    xs = [torch.randn(16, 50) for _ in range(20)]
+
+    def run(fused):
+        w = torch.nn.Parameter(w0.clone())
+        opt = make_optimizer("adam", [w], 1e-2)
+        if not fused:  # the implementation in-flight runs were started with
+            opt = torch.optim.Adam([w], lr=1e-2)
+        for x in xs:
+            opt.zero_grad()
+            (x @ w).tanh().pow(2).sum().backward()
+            opt.step()
+        return w.detach(), opt
+
+    (a, fused_opt), (b, plain_opt) = run(True), run(False)
+    assert fused_opt.param_groups[0]["fused"] is True
+    assert not plain_opt.param_groups[0].get("fused")
+    assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, w0)
+
+    # a state dict from the plain implementation names it in its param groups; after
+    # loading, the fused kernel is put back and the next step matches the plain one
+    w = torch.nn.Parameter(b.clone())
+    opt = make_optimizer("adam", [w], 1e-2)
+    opt.load_state_dict(copy.deepcopy(plain_opt.state_dict()))  # (loading shares tensors)
+    assert not opt.param_groups[0]["fused"]
+    use_fused_kernel(opt)
+    assert opt.param_groups[0]["fused"] is True
+    for o, p in ((opt, w), (plain_opt, None)):
+        p = p if p is not None else plain_opt.param_groups[0]["params"][0]
+        o.zero_grad()
+        (xs[0] @ p).tanh().pow(2).sum().backward()
+        o.step()
+    assert torch.allclose(w.detach(), plain_opt.param_groups[0]["params"][0].detach(), atol=1e-6)
