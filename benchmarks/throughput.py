@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from sentencemim.config import ModelConfig, TrainConfig
-from sentencemim.data import Dataset, collate
-from sentencemim.model import SentenceAE, kl_std_normal, log_normal, log_std_normal
+from sentencemim.data import Dataset
+from sentencemim.model import SentenceAE, log_normal, log_std_normal
 from sentencemim.train import load_corpus_splits, make_optimizer
 
 

@@ -70,7 +70,7 @@ def problem(f, value) -> str | None:
     Types are strict (saved JSON): a string is not a number, a bool is not an integer."""
     m, kind = f.metadata, _kind(f)
     if value is None:
-        return None if _optional(f) else f"must be set, got null"
+        return None if _optional(f) else "must be set, got null"
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             return f"must be an integer, got {value!r} ({type(value).__name__})"

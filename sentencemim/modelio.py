@@ -19,8 +19,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
 from . import checkpoint
 from .config import ModelConfig, from_dict, to_dict
 from .errors import UserError

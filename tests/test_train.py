@@ -61,14 +61,13 @@ def test_training_lowers_validation_loss_and_writes_run(tmp_path):
     assert state["state"]["step"] == 60
 
 
-def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, tiny_dataset):
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     corpus = write_corpus(tmp_path / "c")
     mc, tc = _cfgs(corpus, max_steps=5)
     train(mc, tc, tmp_path / "run", quiet=True)
     m1, v1, info = load_model(tmp_path / "run", "latest")
     m2, v2, _ = load_model(tmp_path / "run" / "checkpoint-latest.pt")
     assert info["step"] == 5 and v1.itos == v2.itos
-    ds = tiny_dataset
     ids = [torch.tensor([v1.encode(["the", "cat"])]).numpy()[0]]
     from sentencemim.data import collate
     b = collate(ids, [0])
