@@ -281,6 +281,10 @@ def _train(mc, tc, out, saved, rt, log, quiet, accept_changed_data=False):
             save_ckpt("checkpoint-best.pt")
 
     try:
+        if tc.max_steps and st.step >= tc.max_steps:  # a resumed run already at its step limit
+            log(f"{out} is at step {st.step}, at or past max_steps {tc.max_steps}: nothing to train "
+                f"(give a larger --max-steps to go on)")
+            return {"status": "finished", **vars(st)}
         if not saved:  # the starting point, for comparison
             end_of_validation(validate(model, valid_ds, tc, rt),
                               epoch_end=False)

@@ -163,3 +163,19 @@ def test_fused_adam_is_the_same_algorithm_and_old_checkpoints_resume_on_it(tmp_p
         (xs[0] @ p).tanh().pow(2).sum().backward()
         o.step()
     assert torch.allclose(w.detach(), plain_opt.param_groups[0]["params"][0].detach(), atol=1e-6)
+
+
+def test_resume_at_or_past_max_steps_takes_no_step(tmp_path):
+    corpus = write_corpus(tmp_path / "c")
+    mc, tc = _cfgs(corpus, max_steps=12)
+    train(mc, tc, tmp_path / "run", quiet=True)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    best = (tmp_path / "run" / "checkpoint-best.pt").read_bytes()
+    for limit in (12, 5):  # at the limit, and below where the run already is
+        result = train(None, None, tmp_path / "run", resume=True, overrides={"max_steps": limit}, quiet=True)
+        assert result["status"] == "finished" and result["step"] == 12
+    recs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in recs) == 12
+    assert not [r for r in recs if r["kind"] in ("train", "valid") and r["step"] > 12]
+    assert [json.loads(l) for l in before.splitlines()] == [r for r in recs if r.get("event") != "resume"]
+    assert (tmp_path / "run" / "checkpoint-best.pt").read_bytes() == best
