@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import platform
 import subprocess
+import sys
 import time
 
 import torch
 
 from sentencemim.config import ModelConfig, TrainConfig
+from sentencemim.errors import UserError
 from sentencemim.model import SentenceAE
 from sentencemim.train import load_corpus_splits, make_optimizer
 
@@ -72,4 +74,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        sys.exit(main())
+    except UserError as e:  # a missing corpus or a bad --data-dir: one line, no traceback
+        sys.exit(f"error: {e}")

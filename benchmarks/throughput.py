@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from sentencemim.config import ModelConfig, TrainConfig
 from sentencemim.data import Dataset
+from sentencemim.errors import UserError
 from sentencemim.model import SentenceAE, log_normal, log_std_normal
 from sentencemim.train import load_corpus_splits, make_optimizer
 
@@ -117,4 +118,7 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UserError as e:  # a missing corpus or a bad --data-dir: one line, no traceback
+        sys.exit(f"error: {e}")

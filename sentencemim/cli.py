@@ -78,6 +78,9 @@ def cmd_evaluate(args) -> int:
         if getattr(args, name) is None:
             setattr(args, name, QUICK[name] if args.quick else default)
     heldout = _heldout_config(args)
+    from .rundir import check_output_file
+    check_output_file(args.json, "--json")
+    check_output_file(args.per_sentence, "--per-sentence")
     device = resolve_device(args.device)
     check_precision(args.precision, device)  # before anything is read (numbers are checked by the parser)
     model, vocab, info = load_model(args.model, args.checkpoint, device)

@@ -19,6 +19,7 @@ from pathlib import Path
 from .cliargs import number
 from .config import SEED_MAX
 from .errors import UserError
+from .rundir import check_output_file, write_atomic
 
 DATA_HELP = ("wikiqa, trecqa, yahoocqa (files under --data-dir), or a file: .csv (qtext,label,atext), "
              ".pkl (YahooCQA pickle, needs --allow-pickle), else question<TAB>answer<TAB>label")
@@ -82,6 +83,7 @@ def _baselines(qs) -> dict:
 def cmd_rank(args) -> int:
     from .modelio import load_model
     from .qa import NO_SEPARATOR, VARIANTS, Ranker, has_separator
+    check_output_file(args.json, "--json")
     model, vocab, info = load_model(args.model, args.checkpoint)
     qs = _questions(args)
     objective = info.get("train", {}).get("objective")
@@ -107,18 +109,19 @@ def cmd_rank(args) -> int:
     out = args.json or (Path(args.model) / f"qa-{Path(args.data).stem}-{args.split}.json"
                         if Path(args.model).is_dir() else None)
     if out:
-        Path(out).write_text(json.dumps(report, indent=2))
+        write_atomic(out, json.dumps(report, indent=2))
         print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
 def cmd_baselines(args) -> int:
+    check_output_file(args.json, "--json")
     qs = _questions(args)
     report = {"data": args.data, "split": args.split, "filter": args.filter, "baselines": _baselines(qs)}
     for name, m in report["baselines"].items():
         print(_fmt(name, m))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_atomic(args.json, json.dumps(report, indent=2))
     return 0
 
 

@@ -31,6 +31,21 @@ def _disk_full(e: OSError) -> bool:
     return e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def check_output_file(path: str | Path | None, flag: str) -> None:
+    """Refuse an output file that cannot be written before any work is done: a long
+    evaluation should not end in 'cannot write' hours later."""
+    if path is None:
+        return
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise UserError(f"{flag} {path}: is a directory; give a file name")
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UserError(f"{flag} {path}: not writable")
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Write a text file through a temporary file and a rename: a full disk or a kill never
     leaves it torn, and no temporary file is left behind."""

@@ -90,7 +90,8 @@ def _case_no_such_model(tmp):
 
 
 CASES = [_case_missing_split, _case_empty_file, _case_blank_lines_only, _case_invalid_utf8, _case_unknown_corpus,
-         _case_data_dir_without_files, _case_negative_size, _case_zero_batch, _case_unknown_objective,
+         _case_data_dir_without_files, _case_negative_size, _case_zero_batch,
+         _case_unknown_objective,
          _case_bad_dropout, _case_resume_nothing, _case_no_such_model]
 
 
@@ -163,11 +164,29 @@ def test_debug_shows_traceback(tmp_path, where):
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
-def test_unwritable_output_path(trained, tmp_path):
+@pytest.mark.parametrize("flag", ["--json", "--per-sentence"])
+def test_unwritable_output_path_is_refused_before_any_work(trained, tmp_path, flag):
     r = smim("evaluate", trained / "run", "--repeats", "1", "--no-bleu", "--iwae-k", "0",
-             "--json", tmp_path / "no" / "such" / "dir" / "x.json")
+             flag, tmp_path / "no" / "such" / "dir" / "x.out")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "x.json" in r.stderr
+    assert f"{flag} " in r.stderr and "x.out" in r.stderr and "does not exist" in r.stderr
+    assert "MELBO" not in r.stdout + r.stderr  # nothing was evaluated first
+
+
+@pytest.mark.parametrize("args", [["qa", "baselines", "--data", "toy"], ["curves", "RUN"]])
+def test_other_output_files_are_checked_first(trained, tmp_path, args):
+    flag = "--out" if args[0] == "curves" else "--json"
+    args = [trained / "run" if a == "RUN" else a for a in args]
+    r = smim(*args, flag, tmp_path / "missing" / "x.out")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{flag} " in r.stderr and "does not exist" in r.stderr
+
+
+def test_a_data_folder_that_does_not_exist_is_said_when_created(tmp_path):
+    r = smim("train", "--corpus", "synthetic", "--data-dir", tmp_path / "dta", *TINY, "--max-steps", "1",
+             "--out", tmp_path / "r")
+    assert r.returncode == 0, r.stderr
+    assert f"data folder {tmp_path / 'dta'} does not exist; creating it" in r.stderr
 
 
 def test_crlf_bom_and_a_10000_token_line_are_handled_and_counted(tmp_path):
