@@ -216,7 +216,7 @@ def build_parser() -> Parser:
     e.add_argument("--batch-size", type=number(int, ge=1), default=100, metavar="N",
                    help="sentences per evaluation batch (default: 100)")
     e.add_argument("--max-sentences", type=number(int, ge=0), default=None, metavar="N",
-                   help="evaluate a fixed random subset of N sentences (0 = all; default: 0, --quick: 200)")
+                   help="evaluate a fixed random subset of N sentences (0 = all; default: 0, --quick: 100)")
     e.add_argument("--bound-sentences", type=number(int, ge=0), default=0, metavar="N",
                    help="IWAE and the held-out bounds (the costly part) on a fixed random subset of N of the "
                         "evaluated sentences; the MELBO, ELBO, reconstruction and BLEU stay on all (0 = all; "
