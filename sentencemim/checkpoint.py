@@ -85,6 +85,24 @@ def save(state: dict, path: str | Path) -> None:
         os.close(dir_fd)
 
 
+def _unreadable(path: Path, e: Exception) -> str:
+    """Why torch.load refused a file, in one line a user can act on."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "empty file (a checkpoint cut off while it was written?)"
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        return "not a readable checkpoint (truncated or corrupt: its archive has no end)"
+    if not zipfile.is_zipfile(path):
+        return ("not a checkpoint: sentencemim checkpoints are torch.save files (checkpoint-*.pt in a run "
+                "directory); give the run directory, its checkpoint, or an exported model directory")
+    if "Weights only load failed" in str(e):
+        return ("holds Python objects beyond tensors and plain data, so it was not loaded (unpickling them "
+                "could run code); sentencemim's own checkpoints hold plain data only")
+    first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+    return f"not a readable checkpoint (truncated or corrupt?): {first}"
+
+
 def load(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
@@ -92,8 +110,7 @@ def load(path: str | Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?): {msg}") from None
+        raise UserError(f"{path}: {_unreadable(path, e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not a sentencemim checkpoint")
     return state

@@ -34,6 +34,20 @@ def _hub():
     return huggingface_hub
 
 
+def _hub_failure(e: Exception) -> str:
+    """huggingface_hub's error as a short clause (its messages run to several lines)."""
+    kind = type(e).__name__
+    text = str(e)
+    if kind in ("RepositoryNotFoundError", "GatedRepoError") or "404" in text:
+        return "no repo by that name could be read (not found, private or gated)"
+    if kind == "RevisionNotFoundError":
+        return "it has no such revision"
+    if kind == "LocalEntryNotFoundError" or "ConnectError" in text or "Name or service not known" in text:
+        return "it is not in the local Hub cache and the Hub could not be reached (offline?)"
+    first = (text.strip().splitlines() or [kind])[0][:160]
+    return f"it could not be fetched ({kind}: {first})"
+
+
 def resolve(path: str | Path, revision: str | None = None, token: str | None = None,
             cache_dir: str | Path | None = None) -> Path:
     """A local path as it is; an `owner/name` that is not a local path -> the folder of
@@ -51,9 +65,8 @@ def resolve(path: str | Path, revision: str | None = None, token: str | None = N
         folder = hub.snapshot_download(name, revision=revision, token=token, cache_dir=cache_dir,
                                        allow_patterns=MODEL_FILES)
     except Exception as e:  # noqa: BLE001 -- huggingface_hub's errors (HTTP, offline, not cached, bad id)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{name}: no such model directory or checkpoint here, and the Hugging Face Hub repo could "
-                        f"not be resolved ({type(e).__name__}: {first})") from None
+        raise UserError(f"{name}: no such model directory or checkpoint here; read as a Hugging Face Hub "
+                        f"repo id, {_hub_failure(e)}") from None
     return Path(folder)
 
 

@@ -182,12 +182,13 @@ YAHOOCQA_SPLITS = ("train", "dev", "test")
 def read_yahoocqa_pickle(path, allow_pickle: bool = False) -> dict[str, list[Question]]:
     """The published YahooCQA pickle (env.pkl). Needs allow_pickle=True."""
     path = Path(path)
-    if not allow_pickle:
-        raise UserError(f"{path}: YahooCQA is published only as a pickle, and unpickling runs code "
-                        "from the file; pass allow_pickle=True (--allow-pickle) for a file you trust, "
-                        "or convert it once with `smim qa convert-yahoocqa`")
     if not path.is_file():
         raise UserError(f"{path}: file not found")
+    if not allow_pickle:
+        raise UserError(f"{path}: YahooCQA is published only as a pickle, and unpickling runs code "
+                        "from the file; add --allow-pickle (allow_pickle=True in Python) for a file you "
+                        "trust. `smim qa convert-yahoocqa env.pkl DIR --allow-pickle` does it once and "
+                        "writes plain TSV files that later runs read without it")
     print(f"warning: unpickling {path} (runs code from the file; only for files you trust)", file=sys.stderr)
     import pickle
     try:

@@ -153,7 +153,26 @@ def test_truncated_checkpoint(trained, tmp_path, cut):
     ck.write_bytes(data[: int(len(data) * cut) if isinstance(cut, float) else cut])
     r = smim("evaluate", run, "--repeats", "1", "--no-bleu")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert "checkpoint-best.pt" in r.stderr and "truncated or corrupt" in r.stderr
+    assert "checkpoint-best.pt" in r.stderr and ("truncated or corrupt" in r.stderr or "cut off" in r.stderr)
+
+
+@pytest.mark.parametrize("what", ["config.json", "pickle"])
+def test_a_file_that_is_not_a_checkpoint_is_named_plainly(trained, tmp_path, what):
+    if what == "pickle":  # a torch file holding an arbitrary object: refused without unpickling it
+        import torch
+        path = tmp_path / "other.pt"
+        torch.save({"obj": _Unsafe()}, path)
+        expected = "holds Python objects beyond tensors and plain data"
+    else:
+        path, expected = trained / "run" / "config.json", "not a checkpoint: sentencemim checkpoints are torch.save"
+    r = smim("evaluate", path, "--repeats", "1", "--no-bleu")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    errors = [l for l in r.stderr.splitlines() if "error:" in l]
+    assert len(errors) == 1 and expected in errors[0] and "weights_only" not in r.stderr, r.stderr
+
+
+class _Unsafe:
+    pass
 
 
 @pytest.mark.parametrize("where", ["before", "after"])

@@ -96,8 +96,11 @@ def _yahoo_env():
 def test_yahoocqa_pickle_needs_opt_in_and_converts(tmp_path, capsys):
     p = tmp_path / "env.pkl"
     p.write_bytes(pickle.dumps(_yahoo_env()))
-    with pytest.raises(UserError, match="allow_pickle"):
+    with pytest.raises(UserError, match="add --allow-pickle") as e:
         read_yahoocqa_pickle(p)
+    assert "or convert it once with" not in str(e.value)  # the advice is not the command just run
+    with pytest.raises(UserError, match="nope.pkl: file not found"):  # a missing file is said first
+        read_yahoocqa_pickle(tmp_path / "nope.pkl")
     splits = read_yahoocqa_pickle(p, allow_pickle=True)
     assert "warning: unpickling" in capsys.readouterr().err
     assert len(splits["test"]) == 2 and splits["dev"][0].labels == [1, 0, 0]

@@ -172,8 +172,9 @@ def test_from_pretrained_resolves_a_repo_id_from_an_offline_hub_cache(run, tmp_p
     expected = SentenceMIM.from_pretrained(model_dir).encode(["the cat sat"])[0]
     np.testing.assert_array_equal(np.asarray(out["mean"], dtype=np.float32), expected)
     np.testing.assert_array_equal(np.asarray(out["pinned"], dtype=np.float32), expected)
-    assert out["absent"].startswith("sentencemim-test/absent: no such model directory or checkpoint here, and the "
-                                    "Hugging Face Hub repo could not be resolved")
+    assert out["absent"] == ("sentencemim-test/absent: no such model directory or checkpoint here; read as a "
+                             "Hugging Face Hub repo id, it is not in the local Hub cache and the Hub could not "
+                             "be reached (offline?)")
     assert "\n" not in out["absent"]
 
 

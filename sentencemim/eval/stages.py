@@ -23,6 +23,7 @@ and used all the same.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -108,6 +109,15 @@ def code_hash() -> str:
 
 
 _HELD: dict[str, object] = {}  # the lock files this process holds, by path
+
+
+@atexit.register
+def _close_held() -> None:
+    """An evaluation stopped by an error keeps its lock to the end of the process: close it
+    there (the file stays, so the next evaluation resumes from the kept stages)."""
+    for f in _HELD.values():
+        f.close()
+    _HELD.clear()
 
 
 def _lock(path: Path):
