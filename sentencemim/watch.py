@@ -122,7 +122,7 @@ class Watch:
         if au == 0 and step > 0 and self._last_au != 0:  # a fall to 0 (an untrained start does not count)
             if mi < COLLAPSE_MI:
                 self.log(f"WARNING: posterior collapse at step {step}: no active latent unit (every dimension has "
-                         f"Var_x E_q[z_u] <= 0.01) and MI estimate {mi:.3f} nats: q(z|x) no longer depends on x")
+                         f"Var_x E_q[z_u] <= 0.01) and MI estimate {mi:.3f} nats: q(z|x) does not depend on x")
             else:
                 self.log(f"WARNING: no active latent unit at step {step} (every dimension has Var_x E_q[z_u] <= 0.01), "
                          f"though the MI estimate is {mi:.3f} nats: the codes differ only at a small scale")

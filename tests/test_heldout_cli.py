@@ -207,3 +207,11 @@ def test_ais_start_benchmark_runs_on_a_tiny_model(tiny_run, monkeypatch, capsys,
     assert set(res) == {"prior", "fitted", "fitted-identity", "fitted-x2"}
     assert all(len(r["per_sentence"]) == 3 and math.isfinite(r["mean"]) for r in res.values())
     assert res["fitted"]["mean"] != res["fitted-x2"]["mean"]  # the widened start is a different start
+
+
+def test_khat_without_a_tail_fit_says_so_instead_of_nan_and_0_percent():
+    from sentencemim.eval.heldout import _khat_text
+    assert _khat_text({"khat_median": float("nan"), "khat_share_above_0.7": 0.0}).startswith("Pareto k-hat n/a")
+    assert _khat_text({"khat_median": 0.81, "khat_share_above_0.7": 0.6}) == \
+        "Pareto k-hat median 0.81 (60% of sentences > 0.7)"
+    assert _khat_text({"khat_median": float("nan")}, short=True) == "k-hat n/a (no tail fit)"

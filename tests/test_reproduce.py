@@ -83,6 +83,13 @@ def test_subset_skip_resume_and_page(tmp_path, capsys):
     assert "$ smim reconstruct" in latent and "(AE)" in latent and "$ smim interpolate" in latent
 
 
+def test_latent_page_with_nothing_trained_is_refused_and_writes_nothing(tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    assert main(["reproduce", str(cfg), "--latent-only"]) == 2
+    assert "is trained yet" in capsys.readouterr().err
+    assert not (tmp_path / "docs" / "tiny-latent.md").exists()
+
+
 def test_a_killed_evaluation_resumes_from_its_finished_stages(tmp_path, capsys, stop_at_stage):
     """The driver keeps each finished evaluation stage in RUN/analysis-stages until
     analysis.json is written; Ctrl-C during BLEU loses only BLEU and what follows it."""

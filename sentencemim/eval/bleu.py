@@ -1,7 +1,7 @@
 """BLEU of reconstructions (paper Table 2's BLEU column and our greedy modes beside it).
 
 The paper's BLEU comes from the authors' code: a reconstruction from z ~ q(z|x) decoded by
-sampling at temperature 1, sentence BLEU-1 averaged over sentences (REFERENCE.md). That mode
+sampling at temperature 1, sentence BLEU-1 averaged over sentences (the authors' public demo code). That mode
 comes first, with R repeats (mean and std); greedy from z ~ q and from the posterior mean are
 ours, labelled. An AE (deterministic encoder) uses z = the posterior mean in every mode.
 """
@@ -18,7 +18,7 @@ from ..progress import Progress
 from ..vocab import Vocab
 
 # (z mode, decoding method). The first is the paper's: the authors' code reconstructs from
-# z ~ q(z|x) by sampling at temperature 1 (REFERENCE.md), so that mode goes beside the
+# z ~ q(z|x) by sampling at temperature 1 (the authors' public demo code), so that mode goes beside the
 # paper's BLEU, with R repeats; the greedy modes are ours, labelled, decoded once.
 BLEU_MODES = (("sample", "sample"), ("sample", "greedy"), ("mean", "greedy"))
 

@@ -207,7 +207,7 @@ class _Run:
 
     # ---------------------------------------------------------------- running
     def is_pass(self, ds, method, setting, tag) -> np.ndarray:
-        desc = f"held-out [{self.prior.source[:30]}] {method} {'' if setting is None else setting} ({tag})"
+        desc = f"held-out [{self.prior.source.split(', M=')[0]}] {method} {'' if setting is None else setting} ({tag})"
         return P.log_weights(self.model, ds, self.prior, self.factory(method, setting, tag), self.k,
                              progress=self.progress, desc=desc, **self.kw)
 
@@ -324,18 +324,29 @@ def entry_fields(res: dict, bound: dict) -> dict:
     return out
 
 
+def _khat_text(b: dict, short: bool = False) -> str:
+    """The Pareto k-hat summary, or why there is none (K too small for a tail fit, or a tail
+    so extreme that the fit overflows: pareto_khat gives NaN)."""
+    med = b.get("khat_median", float("nan"))
+    if not math.isfinite(med):
+        return "k-hat n/a (no tail fit)" if short else \
+            "Pareto k-hat n/a (no tail fit: too few samples, or weights too extreme)"
+    if short:
+        return f"k-hat median {med:.2f}"
+    return f"Pareto k-hat median {med:.2f} ({100 * b['khat_share_above_0.7']:.0f}% of sentences > 0.7)"
+
+
 def format_heldout(b: dict) -> list[str]:
     """Lines for one tightest-bound entry: method, settings, ESS, k-hat, convergence, the other methods."""
     conv = ", ".join(f"{k}: {v:.3f}" for k, v in b["convergence"].items())
     unit = "chains" if "steps" in b else "samples"
     L = [f"  tightest held-out bound, prior {b['prior']}: {b['nll_per_sentence']:.3f} nats/sentence by "
          f"'{b['method']}' [{b['settings']}], {b['samples']}; ESS mean {b['ess_mean']:.1f} / median "
-         f"{b['ess_median']:.1f} / min {b['ess_min']:.1f} of {b['k']} {unit}; Pareto k-hat median "
-         f"{b['khat_median']:.2f} ({100 * b['khat_share_above_0.7']:.0f}% of sentences > 0.7); "
+         f"{b['ess_median']:.1f} / min {b['ess_min']:.1f} of {b['k']} {unit}; {_khat_text(b)}; "
          f"{b['convergence_what']}: {conv}; chosen on {b['chosen_on'].split(' on ', 1)[-1]}"]
     for name, m in b["methods"].items():
         L.append(f"    {name:<11} {m['nll_per_sentence']:>10.3f} (validation {m['valid_nll_per_sentence']:.3f}); "
-                 f"ESS mean {m['ess_mean']:.1f}; k-hat median {m['khat_median']:.2f}; {m['settings']}; "
+                 f"ESS mean {m['ess_mean']:.1f}; {_khat_text(m, short=True)}; {m['settings']}; "
                  f"{m['time_s']:.0f} s")
     for name, m in b.get("validation_only", {}).items():
         L.append(f"    {name:<11} {'-':>10} (validation {m['valid_nll_per_sentence']:.3f}; not run on these "

@@ -38,6 +38,10 @@ def write_latent_page(cfg: dict, runs: list[Run], command: str) -> Path:
          "command above it, run on the checkpoint named there (same seed, so it prints the same again).", ""]
     if lc.get("description"):
         L += [lc["description"], ""]
+    trained = [n for n in lc.get("models", []) if by_name.get(n) is not None and by_name[n].out.exists()]
+    if not trained:  # a page saying only "not trained" would overwrite a real one
+        raise UserError(f"none of the latent section's models ({', '.join(lc.get('models', [])) or 'none named'}) "
+                        f"is trained yet; train them first (smim reproduce {cfg['_path']})")
     ae = by_name.get(lc.get("ae", ""))
 
     def run_cli(argv):

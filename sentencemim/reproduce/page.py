@@ -293,7 +293,7 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
     L += [f"## {rep_cfg.get('main_table', 'Table 2')} analogue: MELBO (paper's convention) and BLEU", "",
           "MELBO = eqn 16 with the test set's own aggregate posterior as prior (N_z = "
           f"{rc.n_z}, mean (std) over {rc.repeats} repeats). *Paper convention*: the <eos> terms are left out of "
-          "the NLL numerator, while the PPL denominator counts words + <eos> (REFERENCE.md). log N = "
+          "the NLL numerator, while the PPL denominator counts words + <eos> (the authors' public demo code). log N = "
           f"{first['melbo']['log_N']:.2f} here (N = {first['sentences']} evaluated sentences; the paper evaluates "
           f"whole test sets, e.g. log N = {math.log(3761):.2f} for PTB's 3,761 sentences), and the MELBO of one "
           "model on test sets of different sizes can differ by up to the difference of their log N. "
