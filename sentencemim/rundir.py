@@ -41,7 +41,7 @@ def check_output_file(path: str | Path | None, flag: str) -> None:
     if p.is_dir():
         raise UserError(f"{flag} {path}: is a directory; give a file name")
     if not parent.is_dir():
-        raise UserError(f"{flag} {path}: the folder {parent} does not exist")
+        raise UserError(f"{parent}: output folder does not exist ({flag} {path})")
     if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise UserError(f"{flag} {path}: not writable")
 
