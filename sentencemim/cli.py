@@ -80,6 +80,8 @@ def cmd_evaluate(args) -> int:
     heldout = _heldout_config(args)
     from .rundir import check_output_file
     check_output_file(args.json, "--json")
+    if args.per_sentence and not args.per_sentence.endswith(".npz"):
+        args.per_sentence += ".npz"  # what numpy writes
     check_output_file(args.per_sentence, "--per-sentence")
     device = resolve_device(args.device)
     check_precision(args.precision, device)  # before anything is read (numbers are checked by the parser)
@@ -236,7 +238,7 @@ def build_parser() -> Parser:
                         "(0 = off; default: 1000)")
     config_flags(e, HeldoutConfig, title="held-out bounds (eval.heldout)")
     e.add_argument("--json", metavar="FILE", help="also write the report as JSON here")
-    e.add_argument("--per-sentence", metavar="FILE", help="write per-sentence values (.npz) here")
+    e.add_argument("--per-sentence", metavar="FILE", help="write per-sentence values here (.npz; the suffix is added when missing)")
     e.add_argument("--device", default="auto", type=device_type,
                    help="auto (a GPU when there is one, else the CPU; the default everywhere), cpu, cuda or cuda:N")
     e.add_argument("--precision", default="fp32", choices=PRECISIONS,

@@ -115,7 +115,9 @@ def resolve(corpus: str, data_dir_arg: str | None = None, download: bool = True,
     """Find (and if needed fetch) the files of a corpus."""
     from .synthetic import SYNTHETIC_NAME, ensure_synthetic
     root = data_dir(data_dir_arg)
-    if data_dir_arg and download and not root.is_dir():  # a mistyped --data-dir is said, not silently filled
+    named = corpus in CORPORA or corpus in UNION or corpus == SYNTHETIC_NAME  # read from the data folder
+    if (data_dir_arg and named and download and not os.environ.get("SENTENCEMIM_OFFLINE")
+            and not root.is_dir()):  # a mistyped --data-dir is said, not silently filled
         print(f"note: data folder {data_dir_arg} does not exist; creating it to fetch or generate {corpus} "
               f"there", file=sys.stderr)
         root.mkdir(parents=True, exist_ok=True)

@@ -38,12 +38,14 @@ def _hub_failure(e: Exception) -> str:
     """huggingface_hub's error as a short clause (its messages run to several lines)."""
     kind = type(e).__name__
     text = str(e)
-    if kind in ("RepositoryNotFoundError", "GatedRepoError") or "404" in text:
-        return "no repo by that name could be read (not found, private or gated)"
-    if kind == "RevisionNotFoundError":
+    if kind == "RevisionNotFoundError":  # its message starts with "404" too
         return "it has no such revision"
+    if kind in ("RepositoryNotFoundError", "GatedRepoError"):
+        return "no repo by that name could be read (not found, private or gated)"
     if kind == "LocalEntryNotFoundError" or "ConnectError" in text or "Name or service not known" in text:
         return "it is not in the local Hub cache and the Hub could not be reached (offline?)"
+    if text.startswith("404"):
+        return "the Hub has no such repo or file (404)"
     first = (text.strip().splitlines() or [kind])[0][:160]
     return f"it could not be fetched ({kind}: {first})"
 

@@ -192,6 +192,14 @@ def test_unwritable_output_path_is_refused_before_any_work(trained, tmp_path, fl
     assert "MELBO" not in r.stdout + r.stderr  # nothing was evaluated first
 
 
+def test_per_sentence_file_gets_its_suffix_and_a_folder_of_that_stem_is_no_obstacle(trained, tmp_path):
+    (tmp_path / "results").mkdir()  # numpy writes results.npz beside it
+    r = smim("evaluate", trained / "run", "--repeats", "1", "--no-bleu", "--iwae-k", "0", "--max-sentences", "5",
+             "--per-sentence", tmp_path / "results")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "results.npz").is_file() and f"to {tmp_path / 'results.npz'}" in r.stderr
+
+
 @pytest.mark.parametrize("args", [["qa", "baselines", "--data", "toy"], ["curves", "RUN"]])
 def test_other_output_files_are_checked_first(trained, tmp_path, args):
     flag = "--out" if args[0] == "curves" else "--json"

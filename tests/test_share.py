@@ -220,3 +220,18 @@ def test_push_to_hub_follows_huggingface_hub(run, tmp_path, monkeypatch):
     assert calls[1][1] == "org/tiny" and calls[1][2]["commit_message"] == "v1" and calls[1][2]["revision"] == "dev"
     assert calls[1][2]["files"] == files
     assert 'SentenceMIM.from_pretrained("org/tiny")' in cards[-1]  # the card shows how to load the repo
+
+
+def test_hub_failures_are_named_by_their_kind():
+    from sentencemim.hub import _hub_failure
+
+    def err(kind, text):
+        return type(kind, (Exception,), {})(text)
+
+    assert _hub_failure(err("RevisionNotFoundError", "404 Client Error. Revision Not Found")) == \
+        "it has no such revision"
+    assert _hub_failure(err("RepositoryNotFoundError", "404 Client Error.")).startswith("no repo by that name")
+    assert "offline?" in _hub_failure(err("LocalEntryNotFoundError", "Cannot find the requested files"))
+    assert "(404)" in _hub_failure(err("HTTPError", "404 Client Error: Not Found"))
+    long = _hub_failure(err("ValueError", "x" * 500 + "\nsecond line"))
+    assert "\n" not in long and len(long) < 220

@@ -127,7 +127,7 @@ def test_torchrun_two_processes_train_in_step(tmp_path):
 
 
 def test_fused_adam_is_the_same_algorithm_and_old_checkpoints_resume_on_it(tmp_path):
-    from sentencemim.train import make_optimizer, use_fused_kernel
+    from sentencemim.train import load_optimizer_state, make_optimizer
 
     torch.manual_seed(0)
     w0 = torch.randn(50, 7)
@@ -149,20 +149,50 @@ def test_fused_adam_is_the_same_algorithm_and_old_checkpoints_resume_on_it(tmp_p
     assert not plain_opt.param_groups[0].get("fused")
     assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, w0)
 
-    # a state dict from the plain implementation names it in its param groups; after
-    # loading, the fused kernel is put back and the next step matches the plain one
+    # a state dict from the plain implementation names it in its param groups: loading
+    # keeps the fused kernel, with the step counters where the kernel wants them, and the
+    # next step matches the plain one
     w = torch.nn.Parameter(b.clone())
     opt = make_optimizer("adam", [w], 1e-2)
-    opt.load_state_dict(copy.deepcopy(plain_opt.state_dict()))  # (loading shares tensors)
-    assert not opt.param_groups[0]["fused"]
-    use_fused_kernel(opt)
+    load_optimizer_state(opt, copy.deepcopy(plain_opt.state_dict()))  # (loading shares tensors)
     assert opt.param_groups[0]["fused"] is True
-    for o, p in ((opt, w), (plain_opt, None)):
-        p = p if p is not None else plain_opt.param_groups[0]["params"][0]
+    step = opt.state[w]["step"]
+    assert step.device == w.device and step.dtype == torch.float32 and float(step) == len(xs)
+    for o, p in ((opt, w), (plain_opt, plain_opt.param_groups[0]["params"][0])):
         o.zero_grad()
         (xs[0] @ p).tanh().pow(2).sum().backward()
         o.step()
     assert torch.allclose(w.detach(), plain_opt.param_groups[0]["params"][0].detach(), atol=1e-6)
+
+
+def test_a_run_resumed_from_a_per_tensor_adam_checkpoint_trains_on_the_fused_kernel(tmp_path):
+    corpus = write_corpus(tmp_path / "c")
+    mc, tc = _cfgs(corpus, max_steps=4)
+    train(mc, tc, tmp_path / "run", quiet=True)
+    path = tmp_path / "run" / "checkpoint-latest.pt"
+    state = checkpoint.load(path)
+    assert state["optimizer"]["param_groups"][0]["fused"] is True
+    for g in state["optimizer"]["param_groups"]:  # as saved before the fused kernel
+        g["fused"], g["foreach"] = None, None
+    checkpoint.save(state, path)
+    train(None, None, tmp_path / "run", resume=True, overrides={"max_steps": 8}, quiet=True)
+    groups = checkpoint.load(path)["optimizer"]["param_groups"]
+    assert checkpoint.load(path)["state"]["step"] == 8 and all(g["fused"] is True for g in groups)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_fused_adam_resumes_on_cuda_from_a_cpu_saved_per_tensor_state():
+    from sentencemim.train import load_optimizer_state, make_optimizer
+    w_cpu = torch.nn.Parameter(torch.randn(5, 3))
+    plain = torch.optim.Adam([w_cpu], lr=1e-2)
+    w_cpu.sum().backward()
+    plain.step()
+    w = torch.nn.Parameter(w_cpu.detach().cuda())
+    opt = make_optimizer("adam", [w], 1e-2)
+    load_optimizer_state(opt, plain.state_dict())
+    assert opt.state[w]["step"].device == w.device
+    w.sum().backward()
+    opt.step()  # the fused CUDA kernel refuses step counters left on the CPU
 
 
 def test_resume_at_or_past_max_steps_takes_no_step(tmp_path):
