@@ -32,6 +32,7 @@ start)
         pgrep -af "$PATTERN" >&2
         exit 1
     fi
+    [ -x "$PY" ] || { echo "ptb_paper_runs: no Python at $PY (make the venv as the README says, or set PYTHON)" >&2; exit 2; }
     SNAPSHOTS=${SNAPSHOTS:-$ROOT/../ptb-run-snapshots}
     SNAP=$SNAPSHOTS/$(git rev-parse --short HEAD)
     if [ ! -d "$SNAP" ]; then
@@ -50,6 +51,11 @@ start)
         pid=$(pgrep -f -- "--only ${name%%:*} " || true)
         [ -n "$pid" ] && renice -n "${name##*:}" -p $pid > /dev/null
     done
+    if ! pgrep -f "$PATTERN" > /dev/null; then
+        echo "ptb_paper_runs: the drivers ended at once; the end of their logs:" >&2
+        tail -n 3 "$RUNS/driver.log" "$RUNS/vae-512-s0.log" >&2
+        exit 1
+    fi
     echo "started from $SNAP (commit $(git rev-parse --short HEAD)); logs in $RUNS/*.log"
     ps -o pid,ni,cmd -p "$(pgrep -d, -f "$PATTERN")" | cut -c1-150
     ;;
