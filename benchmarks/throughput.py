@@ -53,14 +53,12 @@ def smim_step(model, b, opt):
 def run(ds: Dataset, vocab_size, latent, batch, steps, device, variant, warmup=3):
     torch.manual_seed(0)
     model = SentenceAE(ModelConfig(vocab_size=vocab_size, latent_dim=latent)).to(device)
-    if variant == "sentencemim":  # Adam as training builds it (torch's fused kernel)
-        opt = make_optimizer("adam", list(model.parameters()), 1e-3)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     if variant == "sentencemim":
+        opt = make_optimizer("adam", list(model.parameters()), 1e-3)  # as training builds it (fused kernel)
         batches = ds.epoch_batches(batch, seed=0, epoch=0)  # length-bucketed
         step = smim_step
     else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         perm = np.random.default_rng(0).permutation(len(ds))
         batches = [perm[i:i + batch] for i in range(0, len(perm), batch)]  # random batches
         step = plain_step

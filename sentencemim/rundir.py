@@ -37,7 +37,7 @@ def check_output_file(path: str | Path | None, flag: str) -> None:
     if path is None:
         return
     p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
+    parent = p.parent  # Path("x.json").parent is Path(".")
     if p.is_dir():
         raise UserError(f"{flag} {path}: is a directory; give a file name")
     if not parent.is_dir():
