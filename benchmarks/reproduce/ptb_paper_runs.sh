@@ -13,7 +13,10 @@
 # and sets CPU priorities in the issue's order (nice: sMIM (512) 0, AE (512) 5, the rest 10), so
 # the sMIM keeps a core to itself. The drivers run from a snapshot of the code (a git worktree of
 # HEAD under $SNAPSHOTS, default ../ptb-run-snapshots), so editing this checkout while they train
-# changes nothing under them; its runs/ is a link to this checkout's runs/.
+# changes nothing under them; its runs/ is a link to this checkout's runs/. The snapshot's commit
+# is kept in runs/ptb-paper/snapshot; while an evaluation is part-way through (a run has
+# analysis-stages/), start resumes from that snapshot, not HEAD, so the evaluation's finished
+# stages stay valid (FRESH=1 overrides).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -34,13 +37,25 @@ start)
     fi
     [ -x "$PY" ] || { echo "ptb_paper_runs: no Python at $PY (make the venv as the README says, or set PYTHON)" >&2; exit 2; }
     SNAPSHOTS=${SNAPSHOTS:-$ROOT/../ptb-run-snapshots}
-    SNAP=$SNAPSHOTS/$(git rev-parse --short HEAD)
+    mkdir -p "$RUNS"
+    COMMIT=$(git rev-parse --short HEAD)
+    # An evaluation part-way through keeps its finished stages only for the code that made them
+    # (eval/stages.py keys them on a hash of the package source): resume it from the same snapshot.
+    PINNED=$(cat "$RUNS/snapshot" 2> /dev/null || true)
+    if [ -z "${FRESH:-}" ] && [ -n "$PINNED" ] && [ "$PINNED" != "$COMMIT" ] && [ -d "$SNAPSHOTS/$PINNED" ] \
+            && compgen -G "$RUNS/*/analysis-stages" > /dev/null; then
+        part=$(for d in "$RUNS"/*/analysis-stages; do basename "$(dirname "$d")"; done | paste -sd, -)
+        echo "ptb_paper_runs: an evaluation is part-way through ($part): every run resumes from the" \
+             "snapshot of $PINNED it started on, not HEAD ($COMMIT); FRESH=1 uses HEAD and recomputes its stages"
+        COMMIT=$PINNED
+    fi
+    SNAP=$SNAPSHOTS/$COMMIT
     if [ ! -d "$SNAP" ]; then
         mkdir -p "$SNAPSHOTS"
-        git worktree add --detach "$SNAP" HEAD > /dev/null
+        git worktree add --detach "$SNAP" "$COMMIT" > /dev/null
         ln -s "$ROOT/runs" "$SNAP/runs"
     fi
-    mkdir -p "$RUNS"
+    echo "$COMMIT" > "$RUNS/snapshot"
     cd "$SNAP"
     OMP_NUM_THREADS=1 nohup "$PY" -m sentencemim.cli reproduce "$CONFIG" --only lm-0,mim-512,ae-512 \
         --parallel 3 --data-dir "$DATA" >> "$RUNS/driver.log" 2>&1 &
@@ -56,7 +71,7 @@ start)
         tail -n 3 "$RUNS/driver.log" "$RUNS/vae-512-s0.log" >&2
         exit 1
     fi
-    echo "started from $SNAP (commit $(git rev-parse --short HEAD)); logs in $RUNS/*.log"
+    echo "started from $SNAP (commit $COMMIT); logs in $RUNS/*.log"
     ps -o pid,ni,cmd -p "$(pgrep -d, -f "$PATTERN")" | cut -c1-150
     ;;
 status)
@@ -77,7 +92,7 @@ stop)
     "$PY" -m sentencemim.cli reproduce "$CONFIG" --progress-page docs/results/ptb-paper-schedule-progress.md
     ;;
 *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
