@@ -8,7 +8,7 @@ mean ESS, median Pareto k-hat, and wall time (validation grid + test pass).
 
     python benchmarks/heldout_methods.py RUN --data-dir ../shared/data [--sentences 200] [--k 100]
         [--methods q,prior,gauss,defensive,fitted,components,ais,ais_fitted] [--ais-steps 20,100] [--agg-prior-m 1000]
-        [--valid 100] [--threads 2] [--device cpu] [--json OUT]
+        [--valid 100] [--gradient-precision auto] [--threads 2] [--device cpu] [--json OUT]
 
 Works on any run or model directory (tested on a tiny synthetic model in tests/test_heldout_cli.py).
 """
@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--ais-steps", default="20,100")
     ap.add_argument("--ais-chains", type=int, default=16)
+    ap.add_argument("--gradient-precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="gradients that only steer: AIS's leapfrog, the fitted proposals (the weights are exact either way)")
     ap.add_argument("--agg-prior-m", type=int, default=1000, help="0 = N(0,I) only")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu")
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     test = _load_eval_split(args.model, info, "test", args.data_dir, args.sentences, vocab)
     valid = _load_eval_split(args.model, info, "valid", args.data_dir, args.valid, vocab)
     cfg = HeldoutConfig(heldout_methods=args.methods, heldout_test="all", heldout_valid=args.valid, ais_steps=args.ais_steps,
-                        ais_chains=args.ais_chains)
+                        ais_chains=args.ais_chains, gradient_precision=args.gradient_precision)
     cfg.validate()
     priors = [None]
     if args.agg_prior_m:

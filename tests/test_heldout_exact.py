@@ -25,7 +25,7 @@ from sentencemim.eval import proposals as P
 from sentencemim.eval.heldout import HeldoutConfig, heldout_bounds
 from sentencemim.eval.priors import Mixture, StdNormal
 from sentencemim.model import SentenceAE
-from sentencemim.eval.scoring import Scorer
+from sentencemim.eval.scoring import Scorer, bf16_problem
 
 WORDS = (4, 5, 6)
 
@@ -106,8 +106,9 @@ def test_quadrature_converged(case):
     assert np.abs(case["exact"] - case["exact_mix"]).mean() > 0.1
 
 
-def _run(case, agg, seed, methods="q,prior,gauss,defensive,fitted,components", k=100):
-    cfg = HeldoutConfig(heldout_methods=methods, heldout_test="all", fit_steps=30, fit_samples=4)
+def _run(case, agg, seed, methods="q,prior,gauss,defensive,fitted,components", k=100, grad="fp32"):
+    cfg = HeldoutConfig(heldout_methods=methods, heldout_test="all", fit_steps=30, fit_samples=4,
+                        gradient_precision=grad)
     return heldout_bounds(case["model"], Dataset(TEST), Dataset(VALID), agg, cfg, k, "mim", batch_size=20,
                           max_rows=4000, seed=seed)
 
@@ -125,6 +126,19 @@ def test_tightest_bound_within_02_nats_and_q_only_badly_wrong(case, prior):
     m = res["methods"][res["chosen"]]
     assert m["ess_mean"] > 10 * res["methods"]["q"]["ess_mean"] / 10 and 1 <= m["ess_min"] <= m["k"] == 100
     assert set(m["convergence"]) == {1, 10, 100}
+
+
+@pytest.mark.skipif(bf16_problem("cpu") is not None, reason="this CPU has no native bf16 matrix path "
+                                                             "(AVX512-BF16, AMX or AVX-NE-CONVERT)")
+def test_fitted_proposals_steered_by_bf16_gradients_are_as_tight(case):
+    """Fits whose Adam steps take bf16 gradients give proposals as good as exact ones: the
+    weights are exact float32, so the bound is valid, and within 0.2 nats on every sentence."""
+    exact_nll = -case["exact"]
+    res = _run(case, None, seed=0, methods="q,gauss,fitted", grad="bf16")
+    m = res["methods"]["fitted"]
+    assert "bf16 gradients" in m["settings"]
+    gap = res["per_method"]["fitted"] - exact_nll
+    assert np.abs(gap).max() < 0.2 and gap.mean() > -0.05, gap
 
 
 @pytest.mark.parametrize("prior", ["std_normal", "mixture"])
@@ -255,14 +269,66 @@ def test_heldout_runs_ais_fitted_from_fitteds_choice(case):
     """ais_fitted in heldout_bounds starts from fitted's chosen Gaussian, says so, and its
     bound is within 0.2 nats of the exact value under N(0, I) for every sentence."""
     cfg = HeldoutConfig(heldout_methods="ais_fitted,q,gauss,fitted", heldout_test="all", fit_steps=30,
-                        fit_samples=4, ais_steps="5,30", ais_chains=16)
+                        fit_samples=4, ais_steps="5,30", ais_chains=16, gradient_precision="fp32")
     res = heldout_bounds(case["model"], Dataset(TEST), Dataset(VALID), None, cfg, 100, "mim", max_rows=4000, seed=0)
     m = res["methods"]["ais_fitted"]
     assert "Gaussian fitted per sentence" in m["settings"] and "whitened" in m["settings"]
+    assert "moved by the exact float32 gradient" in m["settings"]
     assert set(m["convergence"]) == {5, 30} and m["steps"] == 30 and m["k"] == 16
     gap = res["per_method"]["ais_fitted"] + case["exact"]
     assert np.abs(gap).max() < 0.2, gap
     assert list(res["methods"]) == ["q", "gauss", "fitted", "ais_fitted"]  # fitted chosen before it starts from it
+
+
+def test_ais_moved_by_a_poor_surrogate_gradient_stays_exact():
+    """HMC whose leapfrog uses a deliberately poor force (0.3 x the gradient plus a constant
+    push) still leaves every f_t invariant, because the Metropolis test and the weights take
+    exact values: AIS converges to the quadrature value as it does with the exact gradient.
+    The force is really used: the pilot chains must shrink the step size to keep their
+    acceptance rate. A sampler that let the force decide the moves without the exact test
+    would follow the push (3 prior standard deviations) and miss the value by far."""
+    d = 2
+    model = sharp_model(d)
+    seqs = sentences(5)[::20]
+    ds = Dataset(seqs)
+    exact_nll = -exact_std_normal(model, seqs)
+    sc = Scorer(model)
+    push = torch.tensor([3.0, -3.0])
+
+    def poor(b, z):
+        return 0.3 * sc.nll_grad(b.dec_in, b.dec_tgt, z)[1] - push.to(z.dtype)
+
+    exact = A.ais(model, ds, StdNormal(d), 100, chains=16, pilot=4, leapfrog=5, seed=1)
+    res = A.ais(model, ds, StdNormal(d), 100, chains=16, pilot=4, leapfrog=5, seed=1, hmc_gradient=poor)
+    gap = -P.log_mean_exp(res["log_w"], 1) - exact_nll
+    assert np.abs(gap).mean() < 0.12 and np.abs(gap).max() < 0.45, gap  # 16 chains (exact gradient: 0.08 / 0.16)
+    assert gap.mean() > -3 * gap.std() / math.sqrt(len(gap)) - 1e-3
+    assert res["eps_steps"].mean() < 0.8 * exact["eps_steps"].mean()
+
+
+@pytest.mark.skipif(bf16_problem("cpu") is not None, reason="this CPU has no native bf16 matrix path "
+                                                             "(AVX512-BF16, AMX or AVX-NE-CONVERT)")
+def test_ais_moved_by_the_bf16_gradient_matches_the_exact_value():
+    """hmc_gradient bf16 (the fast path on CPUs with AMX): a surrogate force, exact weights."""
+    d = 2
+    model = sharp_model(d)
+    seqs = sentences(5)[::20]
+    exact_nll = -exact_std_normal(model, seqs)
+    res = A.ais(model, Dataset(seqs), StdNormal(d), 100, chains=16, pilot=4, leapfrog=5, seed=1, hmc_gradient="bf16")
+    gap = -P.log_mean_exp(res["log_w"], 1) - exact_nll
+    assert np.abs(gap).mean() < 0.12 and np.abs(gap).max() < 0.45, gap
+
+
+def test_gradient_precision_auto_uses_bf16_only_where_the_device_runs_it(monkeypatch):
+    from sentencemim.errors import UserError
+    from sentencemim.eval import scoring
+    monkeypatch.setattr(scoring, "bf16_problem", lambda device: "no bf16 here")
+    assert scoring.resolve_gradient_precision("auto", "cpu") == "fp32"
+    assert scoring.resolve_gradient_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(UserError, match="--gradient-precision bf16: no bf16 here; use --gradient-precision fp32"):
+        scoring.resolve_gradient_precision("bf16", "cpu")
+    monkeypatch.setattr(scoring, "bf16_problem", lambda device: None)
+    assert scoring.resolve_gradient_precision("auto", "cpu") == "bf16" == scoring.resolve_gradient_precision("bf16", "cpu")
 
 
 def test_proposal_densities_integrate_to_one():

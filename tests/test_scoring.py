@@ -159,3 +159,19 @@ def test_scorer_gradient_matches_autograd_through_token_nll(tiny_vocab, tiny_dat
     torch.testing.assert_close(rec.reshape(-1), ref.detach(), atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(g.reshape(-1, z.shape[-1]), ref_g, atol=1e-5, rtol=1e-4)
     assert g.abs().sum() > 0 and not any(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.skipif(not HAVE_ONEDNN_BF16, reason="this CPU has no native bf16 matrix path")
+def test_bf16_gradient_is_close_to_the_exact_one(tiny_vocab, tiny_dataset):
+    """A bf16 Scorer's nll_grad (HMC's surrogate force) rounds the projections only: its
+    gradient points the same way as the float32 one, to within bfloat16's precision."""
+    model = _model(len(tiny_vocab))
+    b = tiny_dataset.batch(list(range(len(tiny_dataset))))
+    z = torch.randn(3, b.size, model.cfg.latent_dim)
+    rec, g = Scorer(model).nll_grad(b.dec_in, b.dec_tgt, z)
+    rec16, g16 = Scorer(model, "bf16").nll_grad(b.dec_in, b.dec_tgt, z)
+    assert g16.dtype == g.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(g16.reshape(-1, g.shape[-1]), g.reshape(-1, g.shape[-1]), dim=1)
+    assert cos.min() > 0.99
+    assert ((g16 - g).norm() / g.norm()) < 0.05 and not torch.equal(g16, g)  # rounded, but close
+    torch.testing.assert_close(rec16, rec, atol=0.05 * rec.abs().max().item(), rtol=0.02)

@@ -34,6 +34,15 @@ the estimate stays unbiased. Reverse AIS starts every chain at the same exact sa
 its pilots would carry that sample into the schedule: it reuses the forward run's
 per-sentence step sizes, reversed, instead.
 
+HMC's moves may use a *surrogate* gradient (`hmc_gradient`): a leapfrog trajectory built
+with any deterministic force F(z) is still reversible and volume-preserving (every kick and
+drift is a shear), so a Metropolis test on the exact log f_beta keeps f_beta invariant and
+the estimate exact, whatever F is; a poor F only lowers the acceptance rate. With "bf16"
+the kicks use the gradient whose vocabulary projections run in bfloat16 (several times
+faster on CPUs with AMX or AVX512-BF16, and on GPUs), and one exact float32 pass per
+transition, at the trajectory's end, gives the value the test and the weights use. "fp32"
+moves with the exact gradient, which the same pass gives with the value.
+
 With the aggregate-posterior prior (narrow components) HMC cannot move between
 components: AIS is then valid but behaves like importance sampling from the prior.
 `proposals.Components` is the tool for that prior (see docs/evaluation.md).
@@ -61,18 +70,30 @@ def schedule(steps: int, rad: float = 4.0) -> np.ndarray:
     return (s - s[0]) / (s[-1] - s[0])
 
 
+def _finite(ll: torch.Tensor) -> torch.Tensor:
+    return ll.masked_fill(~torch.isfinite(ll), -math.inf)
+
+
 class _Target:
     """log p(x|z) and its gradient for the rows (S, B) of one batch, the prior, and the
-    path's start: the prior (base None) or a per-sentence Gaussian r(z|x) (`base`)."""
+    path's start: the prior (base None) or a per-sentence Gaussian r(z|x) (`base`).
+    force: None (HMC moves with the exact gradient) or f(batch, z) -> a surrogate of
+    d(-log p(x|z))/dz, the same function of z at every call."""
 
-    def __init__(self, scorer: Scorer, batch, prior, base=None):
-        self.scorer, self.batch, self.prior, self.base = scorer, batch, prior, base
+    def __init__(self, scorer: Scorer, batch, prior, base=None, force=None):
+        self.scorer, self.batch, self.prior, self.base, self.force = scorer, batch, prior, base, force
 
-    def loglik(self, z):
-        rec, g = self.scorer.nll_grad(self.batch.dec_in, self.batch.dec_tgt, z)
-        ll = -rec.double()
-        bad = ~torch.isfinite(ll)
-        return ll.masked_fill(bad, -math.inf), torch.nan_to_num(-g, nan=0.0, posinf=0.0, neginf=0.0)
+    def at(self, z, value: bool = True):
+        """(log p(x|z), g): the exact value (float64; None if not `value` and not free) and the
+        gradient of log p(x|z) that HMC moves with."""
+        b = self.batch
+        if self.force is None:  # one pass gives both
+            rec, g = self.scorer.nll_grad(b.dec_in, b.dec_tgt, z)
+            ll = _finite(-rec.double())
+        else:
+            g = self.force(b, z)
+            ll = _finite(-self.scorer.nll(b.dec_in, b.dec_tgt, z)[0].double()) if value else None
+        return ll, torch.nan_to_num(-g, nan=0.0, posinf=0.0, neginf=0.0)
 
     def increment(self, z, ll):
         """log f_1(z) - log f_0(z): log p(x|z), plus log P(z) - log r(z|x) from a base."""
@@ -107,9 +128,10 @@ def _hmc(target: _Target, z, ll, g, beta, eps, leapfrog, gen, whiten: bool = Tru
     p = p0 - 0.5 * e * grad_u(z, g)
     zn = z
     for i in range(leapfrog):
+        last = i == leapfrog - 1
         zn = zn + e * p
-        lln, gn = target.loglik(zn)
-        p = p - (e if i < leapfrog - 1 else 0.5 * e) * grad_u(zn, gn)
+        lln, gn = target.at(zn, value=last)  # the exact value only where the test needs it
+        p = p - (0.5 * e if last else e) * grad_u(zn, gn)
     h0 = -target.log_f(z, ll, beta) + 0.5 * (p0.double() ** 2).sum(-1)
     h1 = -target.log_f(zn, lln, beta) + 0.5 * (p.double() ** 2).sum(-1)
     log_alpha = torch.nan_to_num(h0 - h1, nan=-math.inf).clamp(max=0.0)
@@ -123,15 +145,16 @@ def _hmc(target: _Target, z, ll, g, beta, eps, leapfrog, gen, whiten: bool = Tru
 
 def ais_batch(scorer: Scorer, batch, prior, betas: np.ndarray, chains: int, pilot: int, leapfrog: int,
               gen: torch.Generator, start: torch.Tensor | None = None, eps0: float | None = None,
-              eps_steps: torch.Tensor | None = None, base=None, whiten: bool = True) -> dict:
+              eps_steps: torch.Tensor | None = None, base=None, whiten: bool = True, force=None) -> dict:
     """AIS along `betas` for the B sentences of a batch. Forward (betas 0 -> 1): chains
     start from the prior, or from `base` (a `proposals.Gaussian` of the batch, (B, d)).
     Reverse (betas 1 -> 0): they start at `start` (B, d), an exact posterior sample, and
     end at the prior (or the base). `eps_steps` (T - 1, B): a fixed step size per
     transition instead of the pilot-adapted one. Returns log_w (B, chains) float64 of the
     estimate chains, the mean acceptance probability and the step sizes used, eps_steps (T - 1, B).
-    whiten False: HMC with the identity mass matrix from a base too (for comparisons)."""
-    target = _Target(scorer, batch, prior, base)
+    whiten False: HMC with the identity mass matrix from a base too (for comparisons).
+    force: as in `_Target` (None: the exact gradient)."""
+    target = _Target(scorer, batch, prior, base, force)
     B = batch.size
     S = chains + pilot
     dtype = scorer.param_dtype
@@ -142,7 +165,7 @@ def ais_batch(scorer: Scorer, batch, prior, betas: np.ndarray, chains: int, pilo
         z = base.sample(S, gen).to(dtype)
     else:
         z = prior.sample((S, B), gen, device, dtype)
-    ll, g = target.loglik(z)
+    ll, g = target.at(z)
     if eps0 is None:  # in the base's whitened coordinates, where it is N(0, I)
         eps0 = 0.5 * (prior.scale() if base is None else 1.0)
     eps = torch.full((B,), eps0, dtype=torch.float64, device=device)
@@ -163,19 +186,38 @@ def ais_batch(scorer: Scorer, batch, prior, betas: np.ndarray, chains: int, pilo
             "eps_steps": torch.stack(used).cpu().numpy() if used else np.zeros((0, B))}
 
 
+HMC_GRADIENTS = ("fp32", "bf16")
+
+
+def hmc_force(model, hmc_gradient):
+    """The `force` of `_Target` for an `hmc_gradient`: "fp32" (None: the exact gradient),
+    "bf16" (the gradient of a bfloat16 Scorer; a UserError where the device has no native
+    bf16), or a function f(batch, z) -> d(-log p(x|z))/dz itself (for tests)."""
+    if callable(hmc_gradient):
+        return hmc_gradient
+    if hmc_gradient == "fp32":
+        return None
+    if hmc_gradient != "bf16":
+        raise ValueError(f"hmc_gradient must be one of {HMC_GRADIENTS} or a function, not {hmc_gradient!r}")
+    sc = Scorer(model, "bf16")
+    return lambda b, z: sc.nll_grad(b.dec_in, b.dec_tgt, z)[1]
+
+
 def ais(model, ds: Dataset, prior, steps: int, chains: int = 16, pilot: int = 4, leapfrog: int = 5,
         batch_size: int = 20, max_rows: int = 1024, seed: int = 0, device="cpu", progress: bool = False,
         starts: torch.Tensor | None = None, eps_steps: np.ndarray | None = None, base=None,
-        whiten: bool = True) -> dict:
+        whiten: bool = True, hmc_gradient="fp32") -> dict:
     """Forward AIS (or reverse from `starts` (N, d), exact posterior samples, dataset order)
     over the sentences of ds. Returns log_w (N, chains) in dataset order, the mean
     acceptance rate and the step sizes used, eps_steps (N, T - 1). Reverse runs take the
     forward run's eps_steps (they are reversed here). `base(batch, scorer)` -> a
     `proposals.Gaussian` of the batch: the path starts there instead of at the prior; it
     must give the same Gaussian for the same sentences each time (a reverse run ends where
-    its forward run started). whiten: as in `ais_batch`."""
+    its forward run started). whiten: as in `ais_batch`. hmc_gradient: what HMC's leapfrog
+    moves with (`hmc_force`); the weights and the Metropolis test are exact float32 either way."""
     model.eval()
     scorer = Scorer(model, "fp32")
+    force = hmc_force(model, hmc_gradient)
     betas = schedule(steps)
     if starts is not None:
         betas = betas[::-1].copy()
@@ -193,7 +235,7 @@ def ais(model, ds: Dataset, prior, steps: int, chains: int = 16, pilot: int = 4,
         fixed = None if eps_steps is None else torch.as_tensor(eps_steps[np.asarray(idx)][:, ::-1].T.copy())
         res = ais_batch(scorer, b, prior, betas, chains, pilot if fixed is None else 0, leapfrog, gen,
                         None if starts is None else starts[torch.as_tensor(idx)], eps_steps=fixed,
-                        base=None if base is None else base(b, scorer), whiten=whiten)
+                        base=None if base is None else base(b, scorer), whiten=whiten, force=force)
         out["log_w"][np.asarray(idx)] = res["log_w"]
         out["eps_steps"][np.asarray(idx)] = res["eps_steps"].T
         accs.append(res["accept"])
@@ -226,14 +268,15 @@ def simulate(model, prior, n: int, seed: int = 0, max_len: int = 50, device="cpu
 
 
 def bdmc(model, prior, n: int, steps: int, chains: int = 16, pilot: int = 4, leapfrog: int = 5, seed: int = 0,
-         device="cpu", progress: bool = False, max_rows: int = 1024, base=None, base_what: str = "") -> dict:
+         device="cpu", progress: bool = False, max_rows: int = 1024, base=None, base_what: str = "",
+         hmc_gradient="fp32") -> dict:
     """BDMC on n sentences simulated from the model: forward AIS gives an upper bound and
     reverse AIS from the generating z a lower bound on -log p(x), both in expectation.
-    `base` as in `ais` (the same Gaussian for both directions). Returns per-sentence values
-    and their means (nats/sentence)."""
+    `base` and `hmc_gradient` as in `ais` (the same for both directions). Returns
+    per-sentence values and their means (nats/sentence)."""
     ds, z = simulate(model, prior, n, seed, device=device)
     kw = dict(chains=chains, pilot=pilot, leapfrog=leapfrog, seed=seed + 1, device=device, progress=progress,
-              max_rows=max_rows, base=base)
+              max_rows=max_rows, base=base, hmc_gradient=hmc_gradient)
     fwd = ais(model, ds, prior, steps, **kw)
     rev = ais(model, ds, prior, steps, starts=z, eps_steps=fwd["eps_steps"], **kw)
     from .proposals import log_mean_exp

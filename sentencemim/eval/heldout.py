@@ -54,6 +54,7 @@ from ..config import HELDOUT_METHODS as METHODS
 from . import ais as ais_mod
 from . import proposals as P
 from .priors import Mixture, make_prior
+from .scoring import Scorer, resolve_gradient_precision
 
 KHAT_MAX = 0.7
 
@@ -87,6 +88,10 @@ class _Run:
         self.kw = dict(batch_size=max(1, min(batch_size, 20)), max_rows=max_rows, seed=seed, device=device,
                        precision=precision)
         self.progress, self.seed, self.device = progress, seed, device
+        steers = set(AIS_METHODS) | {"fitted"}
+        self.grad_precision = resolve_gradient_precision(cfg.gradient_precision, device) \
+            if steers & set(cfg.method_list()) else "fp32"
+        self._fit_scorer = None
         self.fit_gen = torch.Generator(device=device).manual_seed(seed + 7)  # fits for AIS's start
         self.cache: dict = {}
         self.chosen: dict = {}  # method -> chosen setting (gauss feeds defensive and fitted)
@@ -103,8 +108,14 @@ class _Run:
         return lambda b, mu, lv: P.Gaussian(mu, torch.full_like(mu, math.log(v)))
 
     def _fitted_params(self, tag, b, mu, lv, scorer, gen):
+        """The fit steers only (any proposal gives a valid bound): under a bf16 gradient
+        precision its Adam steps use a bf16 Scorer's gradients."""
         key = (tag, tuple(b.index.tolist()))
         if key not in self.cache:
+            if self.grad_precision == "bf16":
+                if self._fit_scorer is None:
+                    self._fit_scorer = Scorer(self.model, "bf16")
+                scorer = self._fit_scorer
             r0 = self._gauss(self.gauss_setting())(b, mu, lv)
             self.cache[key] = P.fit_gaussian(scorer, b, self.prior, r0.mean, r0.logstd, self.cfg.fit_steps,
                                              self.cfg.fit_samples, self.cfg.fit_lr, gen)
@@ -171,7 +182,7 @@ class _Run:
         if method == "fitted":
             c, a = setting
             return (f"Gaussian fitted per sentence ({self.cfg.fit_steps} Adam steps x {self.cfg.fit_samples} "
-                    f"samples on its ELBO, from {gd}), std x {c:g}" + (f"; {a:g} of it + {1 - a:.3g} prior" if a < 1 else ""))
+                    f"samples on its ELBO, {self.grad_precision} gradients, from {gd}), std x {c:g}" + (f"; {a:g} of it + {1 - a:.3g} prior" if a < 1 else ""))
         if method == "components":
             return (f"{min(self.cfg.component_candidates, self.prior.m)} mixture components nearest to q's mean, "
                     f"weighted by p(x|mu_m)" + (f"; {setting:g} of it + {1 - setting:.3g} prior" if setting < 1 else ""))
@@ -179,9 +190,11 @@ class _Run:
             c = self.cfg
             start = "the prior" if method == "ais" else f"{self.ais_base_what()} (geometric path)"
             where = "" if method == "ais" else " in its whitened coordinates"
+            moves = ("the exact float32 gradient" if self.grad_precision == "fp32" else
+                     "a bfloat16 surrogate gradient (Metropolis test and weights exact float32)")
             return (f"AIS from {start}, sigmoid schedule, T={c.ais_step_list()[-1]} steps, {c.ais_chains} chains, "
-                    f"HMC{where} with {c.ais_leapfrog} leapfrog steps, step size per sentence adapted on "
-                    f"{c.ais_pilot_chains} separate pilot chains")
+                    f"HMC{where} with {c.ais_leapfrog} leapfrog steps moved by {moves}, step size per sentence "
+                    f"adapted on {c.ais_pilot_chains} separate pilot chains")
         return method
 
     def _ais_widen(self) -> float:
@@ -215,7 +228,7 @@ class _Run:
         cfg = self.cfg
         return ais_mod.ais(self.model, ds, self.prior, steps, cfg.ais_chains, cfg.ais_pilot_chains,
                            cfg.ais_leapfrog, self.kw["batch_size"], self.kw["max_rows"], self.seed, self.device,
-                           self.progress, base=self.ais_base(method, tag))["log_w"]
+                           self.progress, base=self.ais_base(method, tag), hmc_gradient=self.grad_precision)["log_w"]
 
 
 def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, objective: str | None = None,
@@ -294,7 +307,8 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
         m = chosen if chosen in ais_run else ais_run[0]
         d = ais_mod.bdmc(model, prior, cfg.bdmc_sentences, cfg.ais_step_list()[-1], cfg.ais_chains,
                          cfg.ais_pilot_chains, cfg.ais_leapfrog, seed, device, progress, max_rows,
-                         base=run.ais_base(m, "bdmc"), base_what="" if m == "ais" else f"from {run.ais_base_what()}")
+                         base=run.ais_base(m, "bdmc"), base_what="" if m == "ais" else f"from {run.ais_base_what()}",
+                         hmc_gradient=run.grad_precision)
         extra["bdmc"] = {k: v for k, v in d.items() if k not in ("upper", "lower")}
         extra["bdmc"]["method"] = m
     return {**extra, "chosen": chosen, "per_sentence": per[chosen], "per_method": per, "methods": methods,

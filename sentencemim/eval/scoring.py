@@ -19,7 +19,9 @@ MELBO's N_z x R samples, the n x n cross terms of Fig. 3. `SentenceAE.token_nll`
 `nll_grad` returns d(-log p(x|z))/dz as well (for HMC and fitted proposals): the same
 recurrence under autograd, with the vocabulary projection in a custom autograd function
 that keeps d nll / d state (rows x H) instead of the (rows x V) logits, so the memory is
-that of the GRU states, not of T x V logits per row. It always runs in the model's dtype.
+that of the GRU states, not of T x V logits per row. Its two projections (the logits, and
+(softmax - onehot) W for the gradient) run in the scorer's precision like `nll`'s; the
+recurrence, the softmax and the results are in the model's dtype.
 
 `precision="bf16"` runs the vocabulary projection in bfloat16: the logits come out
 rounded to bfloat16 (about 3 significant digits) and the log-softmax is computed from
@@ -91,21 +93,37 @@ def check_precision(precision: str, device) -> None:
             raise UserError(f"--precision bf16: {why}; use --precision fp32")
 
 
+def resolve_gradient_precision(name: str, device) -> str:
+    """The precision of gradients that only steer (HMC's leapfrog, proposal fits): "auto" ->
+    "bf16" where `device` runs bf16 natively, else "fp32"; "bf16" where it does not -> a
+    UserError in one line."""
+    from ..errors import UserError
+    why = bf16_problem(device) if name in ("auto", "bf16") else None
+    if name == "auto":
+        return "fp32" if why else "bf16"
+    if name == "bf16" and why:
+        raise UserError(f"--gradient-precision bf16: {why}; use --gradient-precision fp32")
+    return name
+
+
 class _TokenNLL(torch.autograd.Function):
     """-log softmax(h W^T + b)[tgt] per row (rows,), differentiable in h only. The forward
-    computes d nll / d h = (softmax - onehot) W chunk by chunk and saves it: (rows, H)."""
+    computes d nll / d h = (softmax - onehot) W chunk by chunk and saves it: (rows, H).
+    W and b in bfloat16: both products run in bfloat16 (the softmax in h's dtype)."""
 
     @staticmethod
     def forward(ctx, h, w, b, tgt, chunk):
         nll = torch.empty(h.shape[0], dtype=h.dtype, device=h.device)
         grad_h = torch.empty_like(h)
         for s in range(0, h.shape[0], chunk):
-            logits = F.linear(h[s:s + chunk], w, b)  # (c, V)
+            logits = F.linear(h[s:s + chunk].to(w.dtype), w, b).to(h.dtype)  # (c, V)
             t = tgt[s:s + chunk, None]
-            lse = torch.logsumexp(logits, 1, keepdim=True)
-            nll[s:s + chunk] = (lse - logits.gather(1, t))[:, 0]
-            p = torch.exp(logits - lse).scatter_add_(1, t, torch.full_like(t, -1, dtype=logits.dtype))
-            grad_h[s:s + chunk] = p @ w  # (c, H)
+            top = logits.amax(1, keepdim=True)
+            e = (logits - top).exp_()  # one exp gives both the log-sum-exp and the softmax
+            total = e.sum(1, keepdim=True)
+            nll[s:s + chunk] = (top + torch.log(total) - logits.gather(1, t))[:, 0]
+            p = e.div_(total).scatter_add_(1, t, torch.full_like(t, -1, dtype=logits.dtype))
+            grad_h[s:s + chunk] = (p.to(w.dtype) @ w).to(h.dtype)  # (c, H)
         ctx.save_for_backward(grad_h)
         return nll
 
@@ -148,7 +166,6 @@ class Scorer:
         self.dtype = torch.bfloat16 if precision == "bf16" else w.dtype
         self.out = _onednn_linear(model.out, self.dtype)
         self.w_out, self.b_out = w.to(self.dtype), b.to(self.dtype)
-        self.w_exact, self.b_exact = w, b  # the differentiable path runs in the model's dtype
         self._grad = False
         self._versions = self._param_versions()
 
@@ -163,7 +180,7 @@ class Scorer:
     def _token_nll(self, states: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """-log softmax(out(states))[tgt] per row, in chunks whose logits fit in cache."""
         if self._grad:
-            return _TokenNLL.apply(states, self.w_exact, self.b_exact, tgt, self.chunk)
+            return _TokenNLL.apply(states, self.w_out, self.b_out, tgt, self.chunk)
         nll = torch.empty(states.shape[0], dtype=self.param_dtype, device=states.device)
         for s in range(0, states.shape[0], self.chunk):
             logits = self._logits(states[s:s + self.chunk])  # (c, V)
@@ -183,8 +200,9 @@ class Scorer:
 
     def nll_grad(self, dec_in: torch.Tensor, dec_tgt: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(rec, d rec / dz): -log p(x_b|z_sb) (S, B) and its gradient in z (S, B, d), in the
-        model's dtype whatever the precision. Rows are independent, so the gradient of the
-        sum is every row's own gradient."""
+        model's dtype; under bf16 both are approximate (the projections are rounded), which
+        HMC's leapfrog can use (ais.py: the Metropolis test takes exact values). Rows are
+        independent, so the gradient of the sum is every row's own gradient."""
         self._grad = True
         try:
             with torch.enable_grad():
