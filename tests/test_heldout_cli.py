@@ -209,6 +209,20 @@ def test_ais_start_benchmark_runs_on_a_tiny_model(tiny_run, monkeypatch, capsys,
     assert res["fitted"]["mean"] != res["fitted-x2"]["mean"]  # the widened start is a different start
 
 
+def test_hmc_gradient_benchmark_runs_on_a_tiny_model(tiny_run, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
+    spec = importlib.util.spec_from_file_location("hmc_gradient", ROOT / "benchmarks" / "hmc_gradient.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    js = tmp_path / "h.json"
+    assert mod.main([str(tiny_run), "--sentences", "3", "--steps", "3", "--chains", "2", "--threads", "1",
+                     "--gradients", "fp32", "--json", str(js)]) == 0
+    out = json.loads(js.read_text())
+    assert out["sentences"] == 3 and [r["hmc_gradient"] for r in out["results"]] == ["fp32"]
+    assert math.isfinite(out["results"][0]["bound"]) and out["results"][0]["time_s"] > 0
+    assert "first 3 test sentences" in capsys.readouterr().out
+
+
 def test_khat_without_a_tail_fit_says_so_instead_of_nan_and_0_percent():
     from sentencemim.eval.heldout import _khat_text
     assert _khat_text({"khat_median": float("nan"), "khat_share_above_0.7": 0.0}).startswith("Pareto k-hat n/a")
