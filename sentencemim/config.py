@@ -279,6 +279,9 @@ class HeldoutConfig:
     ais_pilot_chains: int = _f(4, "ais: extra chains that only adapt the step size", ge=0)
     ais_leapfrog: int = _f(5, "ais: leapfrog steps per HMC transition", ge=1)
     bdmc_sentences: int = _f(0, "ais: BDMC sandwich on this many sentences sampled from the model (0 = off)", ge=0)
+    ais_sentences: int = _f(0, "ais, ais_fitted: run on a fixed random N of the scored sentences only, under N(0, I), "
+                               "and report them beside the chosen method on the same N instead of competing in the "
+                               "choice (AIS costs hundreds of IS passes; 0 = as the other methods)", ge=0)
     gradient_precision: str = _f("auto", "precision of the gradients that only steer (AIS's HMC moves, the fitted "
                                          "proposals' Adam steps): fp32 (exact) or bf16 (faster; the weights and "
                                          "Metropolis tests stay exact float32, so every bound stays valid); auto = "

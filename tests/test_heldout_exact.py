@@ -22,7 +22,7 @@ from sentencemim.config import ModelConfig
 from sentencemim.data import Dataset, collate
 from sentencemim.eval import ais as A
 from sentencemim.eval import proposals as P
-from sentencemim.eval.heldout import HeldoutConfig, heldout_bounds
+from sentencemim.eval.heldout import HeldoutConfig, entry_fields, format_heldout, heldout_bounds
 from sentencemim.eval.priors import Mixture, StdNormal
 from sentencemim.model import SentenceAE
 from sentencemim.eval.scoring import Scorer, bf16_problem
@@ -329,6 +329,30 @@ def test_gradient_precision_auto_uses_bf16_only_where_the_device_runs_it(monkeyp
         scoring.resolve_gradient_precision("bf16", "cpu")
     monkeypatch.setattr(scoring, "bf16_problem", lambda device: None)
     assert scoring.resolve_gradient_precision("auto", "cpu") == "bf16" == scoring.resolve_gradient_precision("bf16", "cpu")
+
+
+def test_ais_on_a_subset_is_reported_beside_the_choice_not_in_it(case):
+    """ais_sentences: AIS runs on a fixed random N of the scored sentences only, under N(0, I),
+    beside the chosen method and q on the same N; the choice is made without it. Under the
+    training mixture it is skipped, with the reason."""
+    cfg = HeldoutConfig(heldout_methods="q,gauss,fitted,ais", heldout_test="chosen", fit_steps=30, fit_samples=4,
+                        ais_steps="5,30", ais_chains=16, ais_sentences=5, gradient_precision="fp32")
+    res = heldout_bounds(case["model"], Dataset(TEST), Dataset(VALID), None, cfg, 100, "mim", max_rows=4000, seed=0)
+    assert res["chosen"] != "ais" and "ais" not in res["methods"] and "ais" not in res["validation_only"]
+    sub = res["ais_subset"]
+    pos = Dataset(TEST).subset_index(5, 0)
+    np.testing.assert_array_equal(sub["index"], pos)
+    assert sub["sentences"] == 5 and sub["of"] == len(TEST) and set(sub["methods"]) == {res["chosen"], "q", "ais"}
+    assert sub["methods"][res["chosen"]]["nll_per_sentence"] == pytest.approx(res["per_sentence"][pos].mean())
+    gap = sub["per_method"]["ais"] + case["exact"][pos]
+    assert np.abs(gap).max() < 0.3 and set(sub["methods"]["ais"]["convergence"]) == {5, 30}
+    mix = heldout_bounds(case["model"], Dataset(TEST), Dataset(VALID), case["agg"], cfg, 20, "mim", max_rows=4000)
+    assert "training mixture" in mix["ais_subset"]["skipped"] and "ais" not in mix["methods"]
+    entry = format_heldout({**entry_fields(res, {"nll_per_sentence": 1.0, "prior": "N(0,I)", "what": "x",
+                                                  "samples": "K=100"}), "prior": "N(0,I)", "samples": "K=100",
+                            "nll_per_sentence": 1.0})
+    assert any("on a fixed random 5 of these" in line for line in entry)
+    assert any(line.strip().startswith("ais") and "T=30:" in line for line in entry)
 
 
 def test_proposal_densities_integrate_to_one():

@@ -183,6 +183,23 @@ def test_config_mistakes_are_errors(tmp_path):
     assert [r.name for r in plan(cfg, ["vae-2"])] == ["vae-2-s0"]
 
 
+def test_heldout_settings_per_run(tmp_path):
+    """run_heldout: a run's own held-out settings (by VARIANT-D, then NAME) over heldout{}; a
+    mistake in them is a one-line error naming the key."""
+    from sentencemim.reproduce.driver import heldout_settings
+    cfg = load_config(write_config(tmp_path, heldout={"heldout_methods": "q,gauss", "heldout_valid": 5},
+                                   run_heldout={"mim-2": {"heldout_methods": "q,gauss,ais", "ais_sentences": 3},
+                                                "mim-2-s0": {"ais_chains": 4}}))
+    runs = {r.name: r for r in plan(cfg)}
+    mim, vae = heldout_settings(cfg, runs["mim-2-s0"]), heldout_settings(cfg, runs["vae-2-s0"])
+    assert (mim.heldout_methods, mim.ais_sentences, mim.ais_chains, mim.heldout_valid) == ("q,gauss,ais", 3, 4, 5)
+    assert (vae.heldout_methods, vae.ais_sentences, vae.heldout_valid) == ("q,gauss", 0, 5)
+    with pytest.raises(UserError, match="run_heldout.mim-2.*ais_sentences"):
+        load_config(write_config(tmp_path, run_heldout={"mim-2": {"ais_sentences": -1}}))
+    with pytest.raises(UserError, match="run_heldout.mim-2 must be an object"):
+        load_config(write_config(tmp_path, run_heldout={"mim-2": 3}))
+
+
 def test_checkpoint_per_run(tmp_path):
     cfg = write_config(tmp_path, variants=["mim", "ae"])
     c = json.loads(cfg.read_text())
@@ -259,8 +276,9 @@ def test_parallel_runs_with_the_language_model_reference(tmp_path, capsys):
     cfg = write_config(tmp_path, variants=["lm", "mim"], latent_dims=[2],
                        evaluate={"max_sentences": 20, "bound_sentences": 8, "iwae_k": 3, "agg_prior_m": 10,
                                  "repeats": 2, "fig3_n": 4, "fig5_trials": 3},
-                       heldout={"heldout_methods": "q,gauss", "heldout_valid": 5, "widen_factors": "3",
-                                "fixed_stds": "0.3"})
+                       heldout={"heldout_methods": "q,gauss,ais", "heldout_valid": 5, "widen_factors": "3",
+                                "fixed_stds": "0.3", "ais_sentences": 3, "ais_steps": "2,3", "ais_chains": 2,
+                                "ais_pilot_chains": 1, "gradient_precision": "fp32"})
     runs = tmp_path / "runs"
     assert [r.name for r in plan(load_config(cfg))] == ["lm-0-s0", "mim-2-s0"]
     assert main(["reproduce", str(cfg), "--parallel", "2", "--max-steps", "4"]) == 0
@@ -282,6 +300,15 @@ def test_parallel_runs_with_the_language_model_reference(tmp_path, capsys):
     table = page.split("### Tightest held-out bounds", 1)[1].split("\n\n###", 1)[0]
     assert "| 8 of 20 |" in table and mim["heldout"]["method"] in table and "K=1: " in table
     assert f"{lm_nll[idx].mean():.2f}" in table and f"{mim['heldout']['nll_per_sentence']:.2f}" in table
+    # AIS on 3 of those 8 (ais_sentences), not in the choice, beside the LM on the same 3
+    assert mim["heldout"]["method"] != "ais" and "ais" not in mim["heldout"]["methods"]
+    sub = mim["heldout"]["ais_subset"]
+    assert sub["sentences"] == 3 and sub["of"] == 8 and set(sub["index_in_split"]) <= set(idx.tolist())
+    assert "skipped" in mim["heldout_train_prior"]["ais_subset"]
+    ais_table = page.split("### AIS on a subset", 1)[1].split("\n\n###", 1)[0]
+    assert "| 3 of 8 | ais [AIS from the prior" in ais_table and "T=2: " in ais_table and "T=3: " in ais_table
+    assert f"{lm_nll[sub['index_in_split']].mean():.2f}" in ais_table
+    assert f"{sub['methods']['ais']['nll_per_sentence'] - lm_nll[sub['index_in_split']].mean():+.2f}" in ais_table
     # the same run trained serially in this process gives the same numbers
     serial = tmp_path / "serial"
     assert main(["reproduce", str(cfg), "--only", "lm-0-s0", "--max-steps", "4", "--runs-dir", str(serial),

@@ -207,6 +207,12 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
                                     res["per_sentence"], btok)
                     report["heldout" + tag] = {**entry_fields(res, b), **sub_info}
                     per["heldout" + tag] = res["per_sentence"]
+                    a = report["heldout" + tag].get("ais_subset")
+                    if a and "index" in a:  # positions among the scored sentences -> sentences of ds
+                        pos = np.asarray(a.pop("index"))
+                        a["index_in_split"] = (pos if sub_idx is None else np.asarray(sub_idx)[pos]).tolist()
+                        for name, v in res["ais_subset"]["per_method"].items():
+                            per[f"ais_subset{tag}_{name}"] = v
                 timing["heldout" + tag] = st.seconds["heldout" + tag]
     else:
         elbo = first["rec"] + first["kl"]

@@ -240,8 +240,9 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
     run = _Run(model, prior, cfg, k, objective, batch_size, max_rows, seed, device, progress, precision)
     # 1. validation: every setting of every method, then the method
     valid_res = {}
+    aside = [m for m in cfg.method_list() if m in AIS_METHODS] if cfg.ais_sentences else []
     for method in sorted(cfg.method_list(), key=METHODS.index):  # gauss before defensive, fitted before ais_fitted
-        if method == "components" and not isinstance(prior, Mixture):
+        if method == "components" and not isinstance(prior, Mixture) or method in aside:
             continue
         t0 = time.perf_counter()
         if method in AIS_METHODS:
@@ -311,6 +312,8 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
                          hmc_gradient=run.grad_precision)
         extra["bdmc"] = {k: v for k, v in d.items() if k not in ("upper", "lower")}
         extra["bdmc"]["method"] = m
+    if aside:
+        extra["ais_subset"] = _ais_subset(run, test, aside, chosen, per)
     return {**extra, "chosen": chosen, "per_sentence": per[chosen], "per_method": per, "methods": methods,
             "validation_only": validation_only,
             "prior": prior.source, "valid_what": valid_what,
@@ -318,6 +321,44 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
                     f"{', '.join(valid_res)}, ranked by mean bound + its estimated standard deviation "
                     f"sqrt(1/ESS - 1/K), those with median Pareto k-hat <= {KHAT_MAX} there first; settings "
                     "also chosen there"}
+
+
+def _ais_subset(run: _Run, test, methods: list, chosen: str, per: dict) -> dict:
+    """AIS on a fixed random `ais_sentences` of the scored sentences (`ais_sentences` > 0),
+    beside the chosen method and q-only IWAE on the same ones; not part of the choice.
+    Under the training mixture HMC cannot move between its narrow components (AIS would be
+    sampling from the prior), so it is skipped there, and says so."""
+    cfg = run.cfg
+    if isinstance(run.prior, Mixture):
+        return {"skipped": "AIS is not run under the training mixture: HMC cannot move between its narrow "
+                           "components, so it would be importance sampling from the prior ('components' is "
+                           "this prior's method)"}
+    pos = test.subset_index(cfg.ais_sentences, run.seed)
+    sub = test.take(pos)
+    steps = cfg.ais_step_list()
+    out = {"index": pos, "sentences": len(pos), "of": len(test), "seed": run.seed, "methods": {},
+           "per_method": {}, "what": (f"AIS on a fixed random {len(pos)} of the {len(test)} scored sentences "
+                                      f"(seed {run.seed}), beside the other methods on the same sentences; "
+                                      "not part of the choice of the reported bound")}
+    for name in (chosen, "q"):
+        if name in per:
+            out["methods"].setdefault(name, {"nll_per_sentence": float(per[name][pos].mean()), "settings":
+                                             run.describe(name, run.chosen.get(name)), "same_samples": True})
+    for method in methods:
+        t0 = time.perf_counter()
+        curve, lw = {}, None
+        for T in steps:
+            lw = run.ais_pass(sub, T, method, "ais-subset")
+            curve[T] = float(-P.log_mean_exp(lw, 1).mean())
+        s = P.summarise(lw)
+        out["methods"][method] = {
+            "nll_per_sentence": float(s["nll"].mean()), "settings": run.describe(method, None),
+            "samples": f"T={steps[-1]} steps x {cfg.ais_chains} chains", "k": cfg.ais_chains, "steps": steps[-1],
+            "convergence": curve, "convergence_what": "mean bound at each step count T",
+            "ess_mean": float(np.nanmean(s["ess"])), "ess_min": float(np.nanmin(s["ess"])),
+            "time_s": time.perf_counter() - t0}
+        out["per_method"][method] = s["nll"]
+    return out
 
 
 def entry_fields(res: dict, bound: dict) -> dict:
@@ -331,8 +372,9 @@ def entry_fields(res: dict, bound: dict) -> dict:
                                   "valid_nll_per_sentence") if k in m})
     out.update(method=res["chosen"], chosen_on=res["what"], methods=res["methods"],
                validation_only=res.get("validation_only", {}))
-    if "bdmc" in res:
-        out["bdmc"] = res["bdmc"]
+    for k in ("bdmc", "ais_subset"):
+        if k in res:
+            out[k] = {n: v for n, v in res[k].items() if n != "per_method"}
     out["what"] += (f"; {res['what']}; ESS = (sum w)^2 / sum w^2 per sentence (of {m['k']} "
                     f"{'chains' if 'steps' in m else 'samples'})")
     return out
@@ -365,6 +407,16 @@ def format_heldout(b: dict) -> list[str]:
     for name, m in b.get("validation_only", {}).items():
         L.append(f"    {name:<11} {'-':>10} (validation {m['valid_nll_per_sentence']:.3f}; not run on these "
                  f"sentences: not chosen); {m['settings']}; {m['time_s']:.0f} s")
+    a = b.get("ais_subset")
+    if a and "skipped" in a:
+        L.append(f"    ais         {'-':>10} ({a['skipped']})")
+    elif a:
+        L.append(f"    on a fixed random {a['sentences']} of these {a['of']} sentences (AIS's cost; not in the choice):")
+        for name, m in a["methods"].items():
+            conv = ", ".join(f"T={k}: {v:.3f}" for k, v in m.get("convergence", {}).items())
+            L.append(f"      {name:<11} {m['nll_per_sentence']:>10.3f}" + (
+                f"; ESS mean {m['ess_mean']:.1f} of {m['k']} chains; {conv}; {m['settings']}; {m['time_s']:.0f} s"
+                if "steps" in m else f" (the same samples as above, on these sentences); {m['settings']}"))
     if "bdmc" in b:
         d = b["bdmc"]
         L.append(f"    BDMC ({d['what']}): upper {d['upper_mean']:.3f}, lower {d['lower_mean']:.3f}, "

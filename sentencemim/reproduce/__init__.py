@@ -29,6 +29,7 @@ and evaluates the copy. Config keys (JSON, or TOML read with tomllib):
     name, corpus, data_dir, preset, runs_dir, model{}, train{}, run_train{VARIANT-D or NAME: {train}},
     variants[], latent_dims[], seeds[], exclude[], only[], external{NAME: {path, checkpoint[, wall_s, wall_from]}}, evaluate{ReportConfig},
     heldout{HeldoutConfig: the held-out methods, chosen on validation sentences},
+    run_heldout{VARIANT-D or NAME: {heldout}} (a run's own held-out settings over heldout{}),
     report{page, figures, title, machine, notes[], commands[], paper{NAME: {...}}, paper_tables, main_table,
            references{title, text, rows[{name, ppl, nll, note}]}}, latent{...}
 """

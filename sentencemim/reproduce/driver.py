@@ -117,10 +117,13 @@ def eval_settings(cfg: dict, device: str | None):
     return rc, which
 
 
-def heldout_settings(cfg: dict):
-    """The config's `heldout` section (eval.heldout: proposals, AIS), checked."""
+def heldout_settings(cfg: dict, run: Run | None = None):
+    """The config's `heldout` section (eval.heldout: proposals, AIS), with `run`'s own
+    `run_heldout` settings (by VARIANT-D, then NAME) over it; checked."""
     from ..config import HeldoutConfig, from_dict
-    ho = from_dict(HeldoutConfig, cfg.get("heldout", {}), f"{cfg.get('_path', 'config')}: heldout.")
+    own = cfg.get("run_heldout", {})
+    merged = {**cfg.get("heldout", {}), **(own.get(run.key, {}) if run else {}), **(own.get(run.name, {}) if run else {})}
+    ho = from_dict(HeldoutConfig, merged, f"{cfg.get('_path', 'config')}: heldout.")
     ho.validate()
     return ho
 
@@ -137,9 +140,9 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
         which = which.get(run.name, which.get(run.key, which.get("default", "best")))
     if run.external:
         which = run.external.get("checkpoint", "best")
-    heldout = heldout_settings(cfg)
+    heldout = heldout_settings(cfg, run)
     settings = {**asdict(rc), "device": None, "checkpoint": which,  # the device does not change the numbers
-                **({"heldout": asdict(heldout)} if "heldout" in cfg else {})}
+                **({"heldout": asdict(heldout)} if "heldout" in cfg or "run_heldout" in cfg else {})}
     model, vocab, info = load_model(run.out, which, rc.device)
     old = read_json(run.out / "analysis.json", None)
     if old and old.get("step") == info.get("step") and old.get("settings") == settings \

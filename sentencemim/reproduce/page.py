@@ -9,6 +9,8 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from .driver import _fmt_s, eval_settings, heldout_settings
 from ..errors import UserError
 from .plan import VARIANTS, Run, commit, machine, read_json, steps_per_epoch, utc
@@ -139,6 +141,54 @@ def tightest_table(analyses: list, lab, lms: list) -> list[str]:
               "sentences (" + ", ".join(f"{n} of {N}" for n, N in sorted(subs)) + "; subsets of one seed are nested), "
               "the costly part of an evaluation; the MELBO, ELBO, reconstruction and BLEU are on every sentence. "
               "The GRU LM column is its exact NLL on the same subset."]
+    return L
+
+
+def _lm_on_index(lm: tuple | None, rep: dict, index) -> float | None:
+    """The GRU LM's exact NLL per sentence on the sentences `index` of rep's split."""
+    if lm is None:
+        return None
+    nll = lm[1]["report"].get("per_sentence", {}).get("nll")
+    if nll is None or len(nll) != rep["sentences"]:
+        return None
+    return float(np.asarray(nll)[np.asarray(index)].mean())
+
+
+def ais_subset_table(analyses: list, lab, lms: list) -> list[str]:
+    """AIS on a fixed random subset of the bound sentences (heldout `ais_sentences`), beside the
+    chosen importance-sampling method, q-only IWAE and the GRU LM's exact NLL on the same sentences."""
+    rows = [(r, a, key, a["report"][key]["ais_subset"]) for r, a in analyses
+            for key in ("heldout", "heldout_train_prior")
+            if key in a["report"] and "methods" in a["report"][key].get("ais_subset", {})]
+    if not rows:
+        return []
+    lm = lms[0] if lms else None
+    L = ["", "### AIS on a subset of the same sentences", "",
+         "AIS (annealed importance sampling from the prior, HMC transitions; `ais_sentences` in the config) costs "
+         "hundreds of importance-sampling passes per sentence, so it runs on a fixed random subset of the "
+         "sentences above and is not part of the choice of the reported bound. Beside it, on the same "
+         "sentences: the chosen method of the table above and q-only IWAE (the same samples), and the GRU LM's "
+         "exact NLL. AIS's bound at each step count T shows whether it has converged (still falling: not "
+         "converged). Nats per sentence, words + <eos>.", "",
+         "| model | step | prior | sentences | AIS method | bound at T | ESS mean / min | chosen method on them "
+         "| q-only IWAE on them |" + (" GRU LM exact NLL on them | AIS - LM |" if lm else ""),
+         "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if lm else "")]
+    for r, a, key, sub in rows:
+        rep = a["report"]
+        chosen = rep[key]["method"]
+        ch = sub["methods"].get(chosen, {}).get("nll_per_sentence")
+        q = sub["methods"].get("q", {}).get("nll_per_sentence")
+        x = _lm_on_index(lm, rep, sub["index_in_split"]) if lm and "index_in_split" in sub else None
+        for name, m in sub["methods"].items():
+            if "steps" not in m:
+                continue
+            conv = ", ".join(f"T={k}: {_n(v)}" for k, v in m["convergence"].items())
+            row = (f"| {lab(r)} | {a['step']} | {rep[key]['prior']} | {sub['sentences']} of {sub['of']} | {name} "
+                   f"[{m['settings']}] | {conv} | {m['ess_mean']:.1f} / {m['ess_min']:.1f} of {m['k']} | "
+                   f"{_n(ch)} ({chosen}) | {_n(q)} |")
+            if lm:
+                row += f" {_n(x)} | {_n(None if x is None else m['nll_per_sentence'] - x, '+.2f')} |"
+            L.append(row)
     return L
 
 
@@ -344,6 +394,7 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
               "KL: on every sentence; *best bound - LM*: the lowest held-out bound minus the GRU LM's exact NLL, both "
               "on the same sentences."]
     L += tightest_table(analyses, lab, lms)
+    L += ais_subset_table(analyses, lab, lms)
     L += _reference_table(rep_cfg.get("references"), analyses, lab, lms)
 
     # Table 6

@@ -20,7 +20,7 @@ VARIANTS = {  # name -> (TrainConfig settings, label as in the paper's tables)
     "lm": ({"objective": "lm"}, "GRU LM"),  # no latent: planned once per seed, at latent_dim 0
 }
 CONFIG_KEYS = {"name", "description", "corpus", "data_dir", "preset", "runs_dir", "model", "train", "run_train",
-               "variants", "latent_dims", "heldout", "seeds", "exclude", "only", "external", "evaluate", "report", "latent"}
+               "run_heldout", "variants", "latent_dims", "heldout", "seeds", "exclude", "only", "external", "evaluate", "report", "latent"}
 
 
 @dataclass
@@ -74,6 +74,7 @@ _TYPES = {  # key -> (expected type(s), in words); the model/train/evaluate sect
     "name": (str, "a string"), "description": (str, "a string"), "corpus": (str, "a string"),
     "data_dir": ((str, type(None)), "a string or null"), "preset": (str, "a string"), "runs_dir": (str, "a string"),
     "model": (dict, "an object"), "train": (dict, "an object"), "run_train": (dict, "an object"),
+    "run_heldout": (dict, "an object"),
     "evaluate": (dict, "an object"), "heldout": (dict, "an object"), "external": (dict, "an object"), "report": (dict, "an object"),
     "latent": (dict, "an object"), "variants": (list, "a list of strings"), "exclude": (list, "a list of strings"),
     "only": (list, "a list of strings"), "latent_dims": (list, "a list of positive integers"),
@@ -100,6 +101,11 @@ def _check_types(cfg: dict, path: Path) -> None:
         if not isinstance(settings, dict):
             raise UserError(f"{path}: run_train.{key} must be an object of train settings")
         from_dict(TrainConfig, settings, f"{path}: run_train.{key}.")
+    from ..config import HeldoutConfig
+    for key, settings in cfg.get("run_heldout", {}).items():
+        if not isinstance(settings, dict):
+            raise UserError(f"{path}: run_heldout.{key} must be an object of heldout settings")
+        from_dict(HeldoutConfig, {**cfg.get("heldout", {}), **settings}, f"{path}: run_heldout.{key}.")
     from_dict(ReportConfig, {k: v for k, v in cfg.get("evaluate", {}).items() if k != "checkpoint"},
               f"{path}: evaluate.")
     for name, ext in cfg.get("external", {}).items():
