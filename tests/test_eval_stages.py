@@ -128,19 +128,25 @@ def _sentences(vocab, n, seed):
     return Dataset([rng.choice(np.arange(4, len(vocab)), rng.integers(2, 8)) for _ in range(n)])
 
 
-@pytest.mark.parametrize("at", ["heldout_train_prior", "fig3_cross"])
+@pytest.mark.parametrize("at", ["heldout_train_prior", "fig3_cross", "heldout_ais_subset"])
 def test_an_interrupted_analysis_resumes_to_the_uninterrupted_report(tiny_model, tiny_vocab, tmp_path, at,
                                                                      stop_at_stage):
     """Every costly stage, AIS and the training-mixture prior included; the stages before
     `at` are read back, the rest computed, and the report equals one computed in one go.
-    A stage that drew from a random state another stage had advanced would differ here."""
+    A stage that drew from a random state another stage had advanced would differ here.
+    heldout_ais_subset: AIS on a subset (from the prior and from fitted's Gaussian) is its own
+    stage after the choice, which it reads back (fitted's chosen setting) when resumed."""
     tiny_model.eval()
     test, valid, train = _sentences(tiny_vocab, 12, 0), _sentences(tiny_vocab, 4, 1), _sentences(tiny_vocab, 20, 2)
     rc = ReportConfig(repeats=2, iwae_k=6, agg_prior_m=8, bound_sentences=8, fig3_n=5, fig5_trials=3, seed=1,
                       device="cpu")
     ho = HeldoutConfig(heldout_methods="q,gauss,components,ais", heldout_test="all", widen_factors="3",
                        fixed_stds="0.3", component_candidates=4, ais_steps="2,3", ais_chains=2, ais_pilot_chains=1,
-                       ais_leapfrog=2)
+                       ais_leapfrog=2, gradient_precision="fp32")
+    if at == "heldout_ais_subset":
+        ho = HeldoutConfig(heldout_methods="q,gauss,fitted,ais,ais_fitted", heldout_test="chosen", widen_factors="3",
+                           fixed_stds="0.3", fit_steps=2, ais_steps="2,3", ais_chains=2, ais_pilot_chains=1,
+                           ais_leapfrog=2, ais_sentences=3, gradient_precision="fp32")
     info = {"step": 7, "train": {"corpus": "tiny", "objective": "mim"}}
 
     def analyse(stages):
@@ -161,5 +167,11 @@ def test_an_interrupted_analysis_resumes_to_the_uninterrupted_report(tiny_model,
     assert set(resumed.seconds) >= {"melbo_repeat_0", "melbo_repeat_1", "iwae", "heldout", "heldout_train_prior",
                                     "bleu", "fig3_cross"}
     _same(whole, again)
+    if at == "heldout_ais_subset":
+        assert "heldout" in resumed.resumed and "heldout_ais_subset" in resumed.seconds
+        sub = again["report"]["heldout"]["ais_subset"]
+        assert set(sub["methods"]) >= {"ais", "ais_fitted", "q"} and len(sub["index_in_split"]) == 3
+        assert "std x" in sub["methods"]["ais_fitted"]["settings"]  # fitted's chosen widening, read back
+        return
     json.dumps(again["report"]["heldout"]["methods"]["ais"]["convergence"])  # int step counts survive as keys
     assert list(again["report"]["heldout"]["methods"]["ais"]["convergence"]) == [2, 3]

@@ -198,9 +198,9 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
             for tag, agg, lp in (("", None, w["log_p"]), ("_train_prior", train_prior, w.get("log_agg"))):
                 if lp is None:
                     continue
-                res = st.run("heldout" + tag, lambda agg=agg, lp=lp: heldout_bounds(
-                    model, bds, valid_ds, agg, heldout, iwae_k, objective, batch_size, max_rows, seed, device,
-                    progress, precision, q_logw=-w["rec"] + lp - w["log_q"], valid_what=valid_what))
+                res = heldout_bounds(model, bds, valid_ds, agg, heldout, iwae_k, objective, batch_size, max_rows, seed,
+                                     device, progress, precision, q_logw=-w["rec"] + lp - w["log_q"],
+                                     valid_what=valid_what, stages=st, stage="heldout" + tag)
                 if res:
                     m = res["methods"][res["chosen"]]
                     b = bound_entry(f"tightest ({res['chosen']})", res["prior"], m["samples"] + sub_note,
@@ -213,7 +213,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
                         a["index_in_split"] = (pos if sub_idx is None else np.asarray(sub_idx)[pos]).tolist()
                         for name, v in res["ais_subset"]["per_method"].items():
                             per[f"ais_subset{tag}_{name}"] = v
-                timing["heldout" + tag] = st.seconds["heldout" + tag]
+                timing["heldout" + tag] = st.total("heldout" + tag, f"heldout{tag}_ais_subset")
     else:
         elbo = first["rec"] + first["kl"]
         report["elbo"] = bound_entry("ELBO", "N(0,I)", f"N_z={n_z} for E_q[-log p(x|z)], analytic KL",

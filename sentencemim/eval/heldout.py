@@ -233,14 +233,34 @@ class _Run:
 
 def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, objective: str | None = None,
                    batch_size: int = 20, max_rows: int = 2048, seed: int = 0, device="cpu", progress: bool = False,
-                   precision: str = "fp32", q_logw: np.ndarray | None = None, valid_what: str = "") -> dict:
+                   precision: str = "fp32", q_logw: np.ndarray | None = None, valid_what: str = "",
+                   stages=None, stage: str = "heldout") -> dict:
     """Every method of cfg for one prior (agg_prior None: N(0, I)). Returns
-    {"chosen": method, "per_sentence": (N,) of the chosen method, "methods": {method: {...}}, ...}."""
+    {"chosen": method, "per_sentence": (N,) of the chosen method, "methods": {method: {...}}, ...}.
+    stages (eval.stages.Stages): the choice and the scored sentences are kept as stage `stage`,
+    the AIS subset (`ais_sentences`) as `stage`_ais_subset, so an interrupted evaluation
+    resumes between them."""
     prior = make_prior(agg_prior, model.cfg.latent_dim, device)
     run = _Run(model, prior, cfg, k, objective, batch_size, max_rows, seed, device, progress, precision)
+    aside = [m for m in cfg.method_list() if m in AIS_METHODS] if cfg.ais_sentences else []
+    keep = stages.run if stages is not None else (lambda name, fn: fn())
+    res = keep(stage, lambda: _choose_and_score(run, test, valid, aside, q_logw, valid_what))
+    if not res:
+        return {}
+    res = dict(res)
+    run.chosen = dict(res.pop("chosen_settings"))  # what the subset describes and ais_fitted starts from
+    if aside:
+        res["ais_subset"] = keep(stage + "_ais_subset",
+                                 lambda: _ais_subset(run, test, aside, res["chosen"], res["per_method"]))
+    return res
+
+
+def _choose_and_score(run: _Run, test, valid, aside: list, q_logw, valid_what: str) -> dict:
+    """heldout_bounds' choice on validation sentences and its pass over the scored ones."""
+    cfg, k, prior, model = run.cfg, run.k, run.prior, run.model
+    seed, device, progress, max_rows = run.seed, run.device, run.progress, run.kw["max_rows"]
     # 1. validation: every setting of every method, then the method
     valid_res = {}
-    aside = [m for m in cfg.method_list() if m in AIS_METHODS] if cfg.ais_sentences else []
     for method in sorted(cfg.method_list(), key=METHODS.index):  # gauss before defensive, fitted before ais_fitted
         if method == "components" and not isinstance(prior, Mixture) or method in aside:
             continue
@@ -312,9 +332,8 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
                          hmc_gradient=run.grad_precision)
         extra["bdmc"] = {k: v for k, v in d.items() if k not in ("upper", "lower")}
         extra["bdmc"]["method"] = m
-    if aside:
-        extra["ais_subset"] = _ais_subset(run, test, aside, chosen, per)
     return {**extra, "chosen": chosen, "per_sentence": per[chosen], "per_method": per, "methods": methods,
+            "chosen_settings": dict(run.chosen),
             "validation_only": validation_only,
             "prior": prior.source, "valid_what": valid_what,
             "what": f"the method with the lowest bound on {valid_what or 'the validation sentences'} among "
@@ -333,6 +352,7 @@ def _ais_subset(run: _Run, test, methods: list, chosen: str, per: dict) -> dict:
         return {"skipped": "AIS is not run under the training mixture: HMC cannot move between its narrow "
                            "components, so it would be importance sampling from the prior ('components' is "
                            "this prior's method)"}
+    run.fit_gen = torch.Generator(device=run.device).manual_seed(run.seed + 11)  # ais_fitted's fits: own stream
     pos = test.subset_index(cfg.ais_sentences, run.seed)
     sub = test.take(pos)
     steps = cfg.ais_step_list()
