@@ -9,8 +9,6 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from .driver import _fmt_s, eval_settings, heldout_settings
 from ..errors import UserError
 from .plan import VARIANTS, Run, commit, machine, read_json, steps_per_epoch, utc
@@ -146,6 +144,7 @@ def tightest_table(analyses: list, lab, lms: list) -> list[str]:
 
 def _lm_on_index(lm: tuple | None, rep: dict, index) -> float | None:
     """The GRU LM's exact NLL per sentence on the sentences `index` of rep's split."""
+    import numpy as np  # not at import: `smim --help` loads this module and must stay light
     if lm is None:
         return None
     nll = lm[1]["report"].get("per_sentence", {}).get("nll")
