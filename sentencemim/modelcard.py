@@ -134,6 +134,17 @@ def _test_section(rep: dict, source: str) -> list[str]:
                                   f"{b.get('k')})" if "method" in b else "")
             L.append(f"| {bound} | {b.get('prior', '')} | {b.get('samples', '')} | "
                      f"{_fmt(b.get('nll_per_sentence'))} | {_fmt(b.get('ppl_words_eos'))} | {_fmt(b.get('ppl_paper'))} |")
+        for _, b in bounds:
+            a = b.get("ais_subset") or {}
+            for name, m in a.get("methods", {}).items():
+                if "steps" not in m:
+                    continue
+                conv = ", ".join(f"T={t}: {_fmt(v)}" for t, v in m.get("convergence", {}).items())
+                ch = a["methods"].get(b.get("method"), {}).get("nll_per_sentence")
+                L += ["", f"AIS (`{name}`, prior {b.get('prior', '')}) on a fixed random {a.get('sentences')} of "
+                          f"those {a.get('of')} sentences, {m.get('k')} chains: {conv} (ESS mean "
+                          f"{_fmt(m.get('ess_mean'), 1)}); the tightest bound's method `{b.get('method')}` on the "
+                          f"same sentences: {_fmt(ch)}."]
         if any(k == "melbo" for k, _ in bounds):
             L += ["", "The MELBO (paper eqn 16) uses the test set's own aggregated posterior as its prior: it is "
                       "reported because the paper's tables use it, and it is **not** a held-out likelihood. The "

@@ -84,6 +84,15 @@ def test_card_reads_the_reproduce_evaluation_of_the_exported_step(run, tmp_path)
     h = rep["heldout"]
     assert (f"| {h['bound']} (tightest: `{h['method']}`, ESS mean {h['ess_mean']:.1f} of {h['k']}) | {h['prior']} | "
             f"{h['samples']} | {h['nll_per_sentence']:.3f} |") in card
+    # AIS on a subset (ais_sentences) is said beside the bound it was run with
+    rep["heldout"]["ais_subset"] = {"sentences": 3, "of": 8, "methods": {
+        h["method"]: {"nll_per_sentence": 101.25}, "ais": {"nll_per_sentence": 99.5, "steps": 100, "k": 8,
+                                                           "convergence": {"20": 120.0, "100": 99.5}, "ess_mean": 1.5}}}
+    (r / "analysis.json").write_text(json.dumps({"step": 10, "checkpoint": "best", "report": rep}))
+    card = model_card(out, run_dir=r)
+    assert (f"AIS (`ais`, prior {h['prior']}) on a fixed random 3 of those 8 sentences, 8 chains: T=20: 120.000, "
+            f"T=100: 99.500 (ESS mean 1.5); the tightest bound's method `{h['method']}` on the same sentences: "
+            "101.250.") in card
     (r / "analysis.json").write_text(json.dumps({"step": 3, "checkpoint": "best", "report": rep}))
     card = model_card(out, run_dir=r)
     assert "evaluates step 3, not the exported step 10: not used" in card and "No test evaluation" in card
