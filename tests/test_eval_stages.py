@@ -128,14 +128,15 @@ def _sentences(vocab, n, seed):
     return Dataset([rng.choice(np.arange(4, len(vocab)), rng.integers(2, 8)) for _ in range(n)])
 
 
-@pytest.mark.parametrize("at", ["heldout_train_prior", "fig3_cross", "heldout_ais_subset"])
+@pytest.mark.parametrize("at", ["heldout_train_prior", "fig3_cross", "heldout_ais_subset", "bleu_sample_sample_1"])
 def test_an_interrupted_analysis_resumes_to_the_uninterrupted_report(tiny_model, tiny_vocab, tmp_path, at,
                                                                      stop_at_stage):
     """Every costly stage, AIS and the training-mixture prior included; the stages before
     `at` are read back, the rest computed, and the report equals one computed in one go.
     A stage that drew from a random state another stage had advanced would differ here.
     heldout_ais_subset: AIS on a subset (from the prior and from fitted's Gaussian) is its own
-    stage after the choice, which it reads back (fitted's chosen setting) when resumed."""
+    stage after the choice, which it reads back (fitted's chosen setting) when resumed.
+    bleu_sample_sample_1: each BLEU decoding pass is a stage; the first is read back."""
     tiny_model.eval()
     test, valid, train = _sentences(tiny_vocab, 12, 0), _sentences(tiny_vocab, 4, 1), _sentences(tiny_vocab, 20, 2)
     rc = ReportConfig(repeats=2, iwae_k=6, agg_prior_m=8, bound_sentences=8, fig3_n=5, fig5_trials=3, seed=1,
@@ -165,8 +166,10 @@ def test_an_interrupted_analysis_resumes_to_the_uninterrupted_report(tiny_model,
     again = analyse(resumed)
     assert sorted(resumed.resumed) == done
     assert set(resumed.seconds) >= {"melbo_repeat_0", "melbo_repeat_1", "iwae", "heldout", "heldout_train_prior",
-                                    "bleu", "fig3_cross"}
+                                    "bleu_sample_sample_0", "bleu_sample_sample_1", "bleu_mean_greedy_0", "fig3_cross"}
     _same(whole, again)
+    if at == "bleu_sample_sample_1":
+        assert "bleu_sample_sample_0" in resumed.resumed and "bleu_sample_greedy_0" not in done
     if at == "heldout_ais_subset":
         assert "heldout" in resumed.resumed and "heldout_ais_subset" in resumed.seconds
         sub = again["report"]["heldout"]["ais_subset"]

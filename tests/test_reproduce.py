@@ -92,24 +92,25 @@ def test_latent_page_with_nothing_trained_is_refused_and_writes_nothing(tmp_path
 
 def test_a_killed_evaluation_resumes_from_its_finished_stages(tmp_path, capsys, stop_at_stage):
     """The driver keeps each finished evaluation stage in RUN/analysis-stages until
-    analysis.json is written; Ctrl-C during BLEU loses only BLEU and what follows it."""
+    analysis.json is written; Ctrl-C during BLEU loses only the decoding pass it stopped in
+    and what follows it."""
     cfg = write_config(tmp_path, heldout={"heldout_methods": "q,gauss", "heldout_valid": 4, "widen_factors": "3",
                                           "fixed_stds": "0.3"})
     run = tmp_path / "runs" / "mim-2-s0"
     assert main(["reproduce", str(cfg), "--only", "mim-2", "--no-eval", "--quiet"]) == 0
-    stop_at_stage("bleu")
+    stop_at_stage("bleu_sample_sample_1")
     assert main(["reproduce", str(cfg), "--only", "mim-2", "--quiet"]) == 130
     assert not (run / "analysis.json").exists()
     assert sorted(p.stem for p in (run / "analysis-stages").glob("*.json")) == [
-        "heldout", "heldout_train_prior", "iwae", "key", "melbo_repeat_0", "melbo_repeat_1"]
+        "bleu_sample_sample_0", "heldout", "heldout_train_prior", "iwae", "key", "melbo_repeat_0", "melbo_repeat_1"]
     stop_at_stage(None)
     capsys.readouterr()
     assert main(["reproduce", str(cfg), "--only", "mim-2", "--quiet"]) == 0
-    assert ("resuming: 5 stage(s) already done (heldout, heldout_train_prior, iwae, melbo_repeat_0, "
-            "melbo_repeat_1)") in capsys.readouterr().out
+    assert ("resuming: 6 stage(s) already done (bleu_sample_sample_0, heldout, heldout_train_prior, iwae, "
+            "melbo_repeat_0, melbo_repeat_1)") in capsys.readouterr().out
     res = json.loads((run / "analysis.json").read_text())
-    assert sorted(res["resumed_stages"]) == ["heldout", "heldout_train_prior", "iwae", "melbo_repeat_0",
-                                             "melbo_repeat_1"]
+    assert sorted(res["resumed_stages"]) == ["bleu_sample_sample_0", "heldout", "heldout_train_prior", "iwae",
+                                             "melbo_repeat_0", "melbo_repeat_1"]
     assert res["wall_s"] >= sum(res["resumed_stages"].values())  # the earlier process's time is counted
     assert res["report"]["timing_s"]["evaluate_total"] >= sum(res["resumed_stages"].values())
     assert "bleu" in res["report"] and not (run / "analysis-stages").exists()

@@ -43,22 +43,29 @@ def reconstructions(model, ds: Dataset, vocab: Vocab, z_mode: str = "sample", me
 
 
 def bleu_report(model, ds, vocab, modes=BLEU_MODES, batch_size=100, seed=0, device="cpu",
-                repeats: int = 1, progress: bool = False, deterministic: bool = False) -> list[dict]:
+                repeats: int = 1, progress: bool = False, deterministic: bool = False, keep=None) -> list[dict]:
     """BLEU of reconstructions in each (z mode, decoding) mode. A mode with any randomness
     (z ~ q or sampled decoding) is decoded `repeats` times with seeds seed, seed+1, ...: its
     scores are the mean over repeats, with the std beside them (`*_std`); the first repeat's
     examples are kept. Deterministic modes (z = mean, greedy) are decoded once.
-    deterministic (an AE): z = the posterior mean in every mode."""
+    deterministic (an AE): z = the posterior mean in every mode. keep(name, fn) (an
+    eval.stages.Stages' run): each decoding pass is a stage of its own, so an interrupted
+    report resumes at the pass it stopped in (each pass has its own seed)."""
     refs = [vocab.decode(s.tolist()) for s in ds.seqs]
+    keep = keep or (lambda name, fn: fn())
     out = []
     for z_mode, method in modes:
         z_here = "mean" if deterministic else z_mode
         r_here = repeats if (z_here == "sample" or method == "sample") else 1
         bar = Progress(r_here, f"BLEU ({z_here} z, {method})", enabled=progress)
         scores, first = [], None
-        for r in range(r_here):
+
+        def one_pass(r):
             hyps = reconstructions(model, ds, vocab, z_here, method, batch_size, seed + r, device)
-            scores.append(bleu_scores(refs, hyps))
+            return bleu_scores(refs, hyps), hyps[:5]
+        for r in range(r_here):
+            sc, hyps = keep(f"bleu_{z_mode}_{method}_{r}", lambda r=r: one_pass(r))
+            scores.append(sc)
             first = first or hyps
             bar.update()
         bar.close()

@@ -251,15 +251,15 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
         per["mu_var_per_dim"] = var  # (d,), for the active-unit plot
         timing["latent"] = time.perf_counter() - t0
     if bleu:
-        modes = st.run("bleu", lambda: bleu_report(model, ds, vocab, BLEU_MODES, batch_size, seed, device, repeats,
-                                                 progress, deterministic=det))
+        modes = bleu_report(model, ds, vocab, BLEU_MODES, batch_size, seed, device, repeats, progress,
+                            deterministic=det, keep=st.run)  # each decoding pass a stage: bleu_Z_DECODING_R
         report["bleu"] = {**{k: modes[0][k] for k in ("sentence_bleu1", "corpus_bleu1", "corpus_bleu4",
                                                       "sentence_bleu1_std")},
                           "repeats": modes[0]["repeats"],
                           "what": f"{modes[0]['what']} (the paper's mode); BLEU-1 with brevity penalty per "
                                   "sentence, averaged over sentences (the paper's); corpus BLEU-1 and BLEU-4"}
         report["bleu_modes"] = modes
-        timing["bleu"] = st.seconds["bleu"]
+        timing["bleu"] = st.total(*[n for n in st.seconds if n.startswith("bleu_")])
     report["timing_s"] = timing
     report["per_sentence"] = per
     return report

@@ -230,6 +230,17 @@ class _Run:
                            cfg.ais_leapfrog, self.kw["batch_size"], self.kw["max_rows"], self.seed, self.device,
                            self.progress, base=self.ais_base(method, tag), hmc_gradient=self.grad_precision)["log_w"]
 
+    def ais_curve(self, ds, method, tag) -> dict:
+        """AIS at each step count of `ais_steps`: P.summarise of the longest run's weights, with
+        the mean bound at every T under "convergence"."""
+        curve, lw = {}, None
+        for T in self.cfg.ais_step_list():
+            lw = self.ais_pass(ds, T, method, tag)
+            curve[T] = float(-P.log_mean_exp(lw, 1).mean())
+        s = P.summarise(lw)
+        s["convergence"] = curve
+        return s
+
 
 def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, objective: str | None = None,
                    batch_size: int = 20, max_rows: int = 2048, seed: int = 0, device="cpu", progress: bool = False,
@@ -289,12 +300,7 @@ def _choose_and_score(run: _Run, test, valid, aside: list, q_logw, valid_what: s
         v, t0 = valid_res[method], time.perf_counter()
         if method in AIS_METHODS:
             steps = cfg.ais_step_list()
-            curve, lw = {}, None
-            for T in steps:
-                lw = run.ais_pass(test, T, method, "test")
-                curve[T] = float(-P.log_mean_exp(lw, 1).mean())
-            s = P.summarise(lw)
-            s["convergence"] = curve
+            s = run.ais_curve(test, method, "test")
             entry = {"settings": run.describe(method, None),
                      "samples": f"T={steps[-1]} steps x {cfg.ais_chains} chains", "k": cfg.ais_chains,
                      "steps": steps[-1], "convergence_what": "mean bound at each step count T"}
@@ -366,15 +372,11 @@ def _ais_subset(run: _Run, test, methods: list, chosen: str, per: dict) -> dict:
                                              run.describe(name, run.chosen.get(name)), "same_samples": True})
     for method in methods:
         t0 = time.perf_counter()
-        curve, lw = {}, None
-        for T in steps:
-            lw = run.ais_pass(sub, T, method, "ais-subset")
-            curve[T] = float(-P.log_mean_exp(lw, 1).mean())
-        s = P.summarise(lw)
+        s = run.ais_curve(sub, method, "ais-subset")
         out["methods"][method] = {
             "nll_per_sentence": float(s["nll"].mean()), "settings": run.describe(method, None),
             "samples": f"T={steps[-1]} steps x {cfg.ais_chains} chains", "k": cfg.ais_chains, "steps": steps[-1],
-            "convergence": curve, "convergence_what": "mean bound at each step count T",
+            "convergence": s["convergence"], "convergence_what": "mean bound at each step count T",
             "ess_mean": float(np.nanmean(s["ess"])), "ess_min": float(np.nanmin(s["ess"])),
             "time_s": time.perf_counter() - t0}
         out["per_method"][method] = s["nll"]
