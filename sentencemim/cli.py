@@ -73,7 +73,7 @@ def cmd_evaluate(args) -> int:
     from .eval.evaluate import QUICK, eval_extras, evaluate, format_report, quick_note
     from .modelio import load_model
     from .runtime import resolve_device
-    from .eval.scoring import check_precision
+    from .eval.scoring import check_precision, resolve_gradient_precision
     for name, default in (("repeats", 10), ("iwae_k", 100), ("max_sentences", 0)):
         if getattr(args, name) is None:
             setattr(args, name, QUICK[name] if args.quick else default)
@@ -85,6 +85,9 @@ def cmd_evaluate(args) -> int:
     check_output_file(args.per_sentence, "--per-sentence")
     device = resolve_device(args.device)
     check_precision(args.precision, device)  # before anything is read (numbers are checked by the parser)
+    # what runs here, in the report and in the stage key (a resume elsewhere would otherwise mix precisions)
+    heldout.gradient_precision = args.gradient_precision = resolve_gradient_precision(heldout.gradient_precision,
+                                                                                     device)
     model, vocab, info = load_model(args.model, args.checkpoint, device)
     if args.corpus:
         info = {**info, "train": {**info.get("train", {}), "corpus": args.corpus}}

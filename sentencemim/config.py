@@ -304,6 +304,17 @@ class HeldoutConfig:
             raise UserError("--defensive-weights must lie in (0, 1]")
         if not self.ais_step_list() and set(AIS_METHODS) & set(self.method_list()):
             raise UserError("--ais-steps needs at least one step count")
+        if self.ais_sentences:
+            ais = set(AIS_METHODS) & set(self.method_list())
+            if not ais:
+                raise UserError(f"--ais-sentences {self.ais_sentences} needs an AIS method (ais, ais_fitted) in "
+                                "--heldout-methods")
+            if not set(self.method_list()) - ais:
+                raise UserError("--ais-sentences sets AIS aside from the choice of the reported bound: "
+                                "--heldout-methods needs a method besides ais and ais_fitted (e.g. q,gauss)")
+            if self.bdmc_sentences:
+                raise UserError("--bdmc-sentences runs with AIS methods in the choice; with --ais-sentences they "
+                                "are set aside: use one or the other")
 
     def method_list(self) -> list[str]:
         return [m.strip() for m in self.heldout_methods.split(",") if m.strip()]

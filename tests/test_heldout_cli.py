@@ -97,6 +97,13 @@ def test_evaluate_heldout_flags_and_errors(tiny_run, tmp_path, monkeypatch, caps
     assert main(["evaluate", str(tiny_run), "--heldout-methods", "q,magic"]) == 2
     assert "unknown held-out method(s) magic" in capsys.readouterr().err
     assert main(["evaluate", str(tiny_run), "--defensive-weights", "1.5"]) == 2
+    # --ais-sentences sets AIS aside: it needs an AIS method, another method to choose, and no BDMC
+    for flags, said in ((["--heldout-methods", "q,gauss"], "needs an AIS method"),
+                        (["--heldout-methods", "ais"], "needs a method besides ais"),
+                        (["--heldout-methods", "q,ais", "--bdmc-sentences", "2"], "use one or the other")):
+        capsys.readouterr()
+        assert main(["evaluate", str(tiny_run), "--ais-sentences", "3", *flags]) == 2
+        assert said in capsys.readouterr().err
 
 
 def test_ae_is_scored_through_its_mean(tiny_model, tiny_vocab, tiny_dataset):

@@ -199,6 +199,10 @@ def test_heldout_settings_per_run(tmp_path):
         load_config(write_config(tmp_path, run_heldout={"mim-2": {"ais_sentences": -1}}))
     with pytest.raises(UserError, match="run_heldout.mim-2 must be an object"):
         load_config(write_config(tmp_path, run_heldout={"mim-2": 3}))
+    with pytest.raises(UserError, match="needs an AIS method"):  # the merged settings are checked at load
+        load_config(write_config(tmp_path, run_heldout={"mim-2": {"ais_sentences": 3}}))
+    with pytest.raises(UserError, match="run_heldout: no run named mim-3"):  # a key that names no run
+        plan(load_config(write_config(tmp_path, run_heldout={"mim-3": {"ais_chains": 4}})))
 
 
 def test_checkpoint_per_run(tmp_path):

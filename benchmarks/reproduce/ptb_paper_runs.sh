@@ -75,6 +75,7 @@ start)
     ps -o pid,ni,cmd -p "$(pgrep -d, -f "$PATTERN")" | cut -c1-150
     ;;
 status)
+    echo "code: snapshot of $(cat "$RUNS/snapshot" 2> /dev/null || echo '?')$(compgen -G "$RUNS/*/analysis-stages" > /dev/null && echo ' (pinned: an evaluation is part-way through)')"
     for log in "$RUNS"/*-s0.log; do
         printf '%-16s %s\n' "$(basename "$log" .log)" "$(tr '\r' '\n' < "$log" | grep -E '^(train|\[)' | tail -n 1 | cut -c1-110)"
     done
@@ -92,7 +93,7 @@ stop)
     "$PY" -m sentencemim.cli reproduce "$CONFIG" --progress-page docs/results/ptb-paper-schedule-progress.md
     ;;
 *)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

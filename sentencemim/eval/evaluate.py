@@ -211,6 +211,7 @@ def evaluate(model: SentenceAE, ds: Dataset, vocab: Vocab, n_z: int = 1, repeats
                     if a and "index" in a:  # positions among the scored sentences -> sentences of ds
                         pos = np.asarray(a.pop("index"))
                         a["index_in_split"] = (pos if sub_idx is None else np.asarray(sub_idx)[pos]).tolist()
+                        per[f"ais_subset{tag}_index"] = np.asarray(a["index_in_split"])  # the sentences of:
                         for name, v in res["ais_subset"]["per_method"].items():
                             per[f"ais_subset{tag}_{name}"] = v
                 timing["heldout" + tag] = st.total("heldout" + tag, f"heldout{tag}_ais_subset")

@@ -190,7 +190,7 @@ class _Run:
             c = self.cfg
             start = "the prior" if method == "ais" else f"{self.ais_base_what()} (geometric path)"
             where = "" if method == "ais" else " in its whitened coordinates"
-            moves = ("the exact float32 gradient" if self.grad_precision == "fp32" else
+            moves = ("the exact gradient" if self.grad_precision == "fp32" else
                      "a bfloat16 surrogate gradient (Metropolis test and weights exact float32)")
             return (f"AIS from {start}, sigmoid schedule, T={c.ais_step_list()[-1]} steps, {c.ais_chains} chains, "
                     f"HMC{where} with {c.ais_leapfrog} leapfrog steps moved by {moves}, step size per sentence "

@@ -59,10 +59,22 @@ PRECISION_WHAT = {
 }
 
 
+def _what(key: str) -> str:
+    if key in PER_SENTENCE_WHAT:
+        return PER_SENTENCE_WHAT[key]
+    if key.startswith("ais_subset"):  # ais_subset[_train_prior]_index / _METHOD (heldout's ais_sentences)
+        if key.endswith("_index"):
+            return "indices (dataset order) of the sentences of the ais_subset arrays: AIS's fixed random subset"
+        method = key[len("ais_subset"):].removeprefix("_train_prior").lstrip("_")
+        return (f"AIS bound (method {method}, at its largest step count) on the sentences of the matching "
+                "ais_subset..._index array (not all sentences)")
+    return ""
+
+
 def per_sentence_arrays(per: dict) -> dict:
     """The per-sentence arrays plus their descriptions (`_what`, JSON), ready for np.savez."""
     import json
-    return {**per, "_what": np.array(json.dumps({k: PER_SENTENCE_WHAT.get(k, "") for k in per}))}
+    return {**per, "_what": np.array(json.dumps({k: _what(k) for k in per}))}
 
 
 @torch.no_grad()

@@ -141,6 +141,8 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
     if run.external:
         which = run.external.get("checkpoint", "best")
     heldout = heldout_settings(cfg, run)
+    from ..eval.scoring import resolve_gradient_precision  # what runs here, in the settings and the stage key
+    heldout.gradient_precision = resolve_gradient_precision(heldout.gradient_precision, rc.device)
     settings = {**asdict(rc), "device": None, "checkpoint": which,  # the device does not change the numbers
                 **({"heldout": asdict(heldout)} if "heldout" in cfg or "run_heldout" in cfg else {})}
     model, vocab, info = load_model(run.out, which, rc.device)

@@ -163,7 +163,8 @@ def ais_subset_table(analyses: list, lab, lms: list) -> list[str]:
         return []
     lm = lms[0] if lms else None
     L = ["", "### AIS on a subset of the same sentences", "",
-         "AIS (annealed importance sampling from the prior, HMC transitions; `ais_sentences` in the config) costs "
+         "AIS (annealed importance sampling with HMC transitions, from the prior or, for ais_fitted, from the "
+         "Gaussian fitted per sentence; `ais_sentences` in the config) costs "
          "hundreds of importance-sampling passes per sentence, so it runs on a fixed random subset of the "
          "sentences above and is not part of the choice of the reported bound. Beside it, on the same "
          "sentences: the chosen method of the table above and q-only IWAE (the same samples), and the GRU LM's "
@@ -287,7 +288,9 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
     page = Path(rep_cfg.get("page", "docs/results/results.md"))
     figdir = Path(rep_cfg.get("figures", page.with_suffix("")))
     runs = [a for _, a in analyses]
-    write_report(runs, figdir, rc, command + " (report.write_report)", heldout=heldout_settings(cfg))
+    # runs with their own held-out settings (run_heldout) carry them under settings.heldout
+    write_report(runs, figdir, rc, command + " (report.write_report)",
+                 heldout=None if cfg.get("run_heldout") else heldout_settings(cfg))
     rel = figdir.relative_to(page.parent) if figdir.is_relative_to(page.parent) else figdir
     paper = rep_cfg.get("paper", {})
     facts = [_run_facts(r, a) for r, a in everything]

@@ -105,7 +105,7 @@ def _check_types(cfg: dict, path: Path) -> None:
     for key, settings in cfg.get("run_heldout", {}).items():
         if not isinstance(settings, dict):
             raise UserError(f"{path}: run_heldout.{key} must be an object of heldout settings")
-        from_dict(HeldoutConfig, {**cfg.get("heldout", {}), **settings}, f"{path}: run_heldout.{key}.")
+        from_dict(HeldoutConfig, {**cfg.get("heldout", {}), **settings}, f"{path}: run_heldout.{key}.").validate()
     from_dict(ReportConfig, {k: v for k, v in cfg.get("evaluate", {}).items() if k != "checkpoint"},
               f"{path}: evaluate.")
     for name, ext in cfg.get("external", {}).items():
@@ -141,6 +141,11 @@ def plan(cfg: dict, only=None, overrides: dict | None = None, runs_dir=None) -> 
                 tc = from_dict(TrainConfig, train, src + "train.")
                 tc.validate()
                 runs.append(Run(name, v, d, s, root / name, mc, tc, ext, cfg.get("preset", "ptb")))
+    for table in ("run_train", "run_heldout"):  # a key that names no run would be ignored without a word
+        stray = set(cfg.get(table, {})) - {r.name for r in runs} - {r.key for r in runs}
+        if stray:
+            raise UserError(f"{cfg.get('_path', 'config')}: {table}: no run named {', '.join(sorted(stray))} in "
+                            f"the matrix ({', '.join(r.name for r in runs)})")
     only = only if only is not None else cfg.get("only")
     if only:
         wanted = set(only)
