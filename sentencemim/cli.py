@@ -85,9 +85,7 @@ def cmd_evaluate(args) -> int:
     check_output_file(args.per_sentence, "--per-sentence")
     device = resolve_device(args.device)
     check_precision(args.precision, device)  # before anything is read (numbers are checked by the parser)
-    # what runs here, in the report and in the stage key (a resume elsewhere would otherwise mix precisions)
-    heldout.gradient_precision = args.gradient_precision = resolve_gradient_precision(heldout.gradient_precision,
-                                                                                     device)
+    resolve_gradient_precision(heldout.gradient_precision, device)  # bf16 where it cannot run: one line, now
     model, vocab, info = load_model(args.model, args.checkpoint, device)
     if args.corpus:
         info = {**info, "train": {**info.get("train", {}), "corpus": args.corpus}}

@@ -262,7 +262,8 @@ def heldout_bounds(model, test, valid, agg_prior, cfg: HeldoutConfig, k: int, ob
     run.chosen = dict(res.pop("chosen_settings"))  # what the subset describes and ais_fitted starts from
     if aside:
         res["ais_subset"] = keep(stage + "_ais_subset",
-                                 lambda: _ais_subset(run, test, aside, res["chosen"], res["per_method"]))
+                                 lambda: _ais_subset(run, test, aside, res["chosen"], res["per_method"],
+                                                     res["methods"]))
     return res
 
 
@@ -348,7 +349,7 @@ def _choose_and_score(run: _Run, test, valid, aside: list, q_logw, valid_what: s
                     "also chosen there"}
 
 
-def _ais_subset(run: _Run, test, methods: list, chosen: str, per: dict) -> dict:
+def _ais_subset(run: _Run, test, methods: list, chosen: str, per: dict, described: dict) -> dict:
     """AIS on a fixed random `ais_sentences` of the scored sentences (`ais_sentences` > 0),
     beside the chosen method and q-only IWAE on the same ones; not part of the choice.
     Under the training mixture HMC cannot move between its narrow components (AIS would be
@@ -368,8 +369,8 @@ def _ais_subset(run: _Run, test, methods: list, chosen: str, per: dict) -> dict:
                                       "not part of the choice of the reported bound")}
     for name in (chosen, "q"):
         if name in per:
-            out["methods"].setdefault(name, {"nll_per_sentence": float(per[name][pos].mean()), "settings":
-                                             run.describe(name, run.chosen.get(name)), "same_samples": True})
+            out["methods"].setdefault(name, {"nll_per_sentence": float(per[name][pos].mean()), "same_samples": True,
+                                             "settings": described[name]["settings"]})  # as run, maybe elsewhere
     for method in methods:
         t0 = time.perf_counter()
         s = run.ais_curve(sub, method, "ais-subset")

@@ -140,9 +140,11 @@ def evaluate_run(run: Run, cfg: dict, device: str | None, data_dir: str | None) 
         which = which.get(run.name, which.get(run.key, which.get("default", "best")))
     if run.external:
         which = run.external.get("checkpoint", "best")
+    # gradient_precision stays as configured ("auto") in the settings and the stage key, like the device:
+    # it steers only, so it changes no expected number, and a key that resolved it would throw away
+    # hours of kept stages when an evaluation resumes on a CPU with other bf16 support; each bound's
+    # settings text says which gradient steered it
     heldout = heldout_settings(cfg, run)
-    from ..eval.scoring import resolve_gradient_precision  # what runs here, in the settings and the stage key
-    heldout.gradient_precision = resolve_gradient_precision(heldout.gradient_precision, rc.device)
     settings = {**asdict(rc), "device": None, "checkpoint": which,  # the device does not change the numbers
                 **({"heldout": asdict(heldout)} if "heldout" in cfg or "run_heldout" in cfg else {})}
     model, vocab, info = load_model(run.out, which, rc.device)
