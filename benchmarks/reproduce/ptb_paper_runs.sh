@@ -3,7 +3,8 @@
 # on a 2-core CPU across sessions, the way docs/results/ptb-paper-schedule-status.md describes.
 #
 #   bash benchmarks/reproduce/ptb_paper_runs.sh start [DATA_DIR]   # resume every run, in the background
-#   bash benchmarks/reproduce/ptb_paper_runs.sh status             # step, speed and ETA of each run
+#   bash benchmarks/reproduce/ptb_paper_runs.sh status             # step, speed and ETA of each run (or its
+#                                                                  # evaluation's current pass)
 #   bash benchmarks/reproduce/ptb_paper_runs.sh stop               # SIGINT: each run checkpoints and stops;
 #                                                                  # then the progress page is rewritten
 #
@@ -77,7 +78,7 @@ start)
 status)
     echo "code: snapshot of $(cat "$RUNS/snapshot" 2> /dev/null || echo '?')$(compgen -G "$RUNS/*/analysis-stages" > /dev/null && echo ' (pinned: an evaluation is part-way through)')"
     for log in "$RUNS"/*-s0.log; do
-        printf '%-16s %s\n' "$(basename "$log" .log)" "$(tr '\r' '\n' < "$log" | grep -E '^(train|\[)' | tail -n 1 | cut -c1-110)"
+        printf '%-16s %s\n' "$(basename "$log" .log)" "$(tr '\r' '\n' < "$log" | grep -E '^(train|\[)|\| [0-9]+/[0-9]+ \(' | tail -n 1 | cut -c1-110)"
     done
     pgrep -af "$PATTERN" | cut -c1-150 || echo "(no run is going)"
     ;;
@@ -93,7 +94,7 @@ stop)
     "$PY" -m sentencemim.cli reproduce "$CONFIG" --progress-page docs/results/ptb-paper-schedule-progress.md
     ;;
 *)
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
