@@ -24,6 +24,7 @@ import torch
 
 from sentencemim.eval import bounds
 from sentencemim.cli import _load_eval_split
+from sentencemim.config import PRECISIONS
 from sentencemim.eval.heldout import METHODS, HeldoutConfig, heldout_bounds
 from sentencemim.modelio import load_model
 
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--ais-steps", default="20,100")
     ap.add_argument("--ais-chains", type=int, default=16)
-    ap.add_argument("--gradient-precision", default="auto", choices=("auto", "fp32", "bf16"),
+    ap.add_argument("--gradient-precision", default="auto", choices=("auto", *PRECISIONS),
                     help="gradients that only steer: AIS's leapfrog, the fitted proposals (the weights are exact either way)")
     ap.add_argument("--agg-prior-m", type=int, default=1000, help="0 = N(0,I) only")
     ap.add_argument("--threads", type=int, default=0)

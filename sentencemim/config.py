@@ -285,7 +285,7 @@ class HeldoutConfig:
     gradient_precision: str = _f("auto", "precision of the gradients that only steer (AIS's HMC moves, the fitted "
                                          "proposals' Adam steps): fp32 (exact) or bf16 (faster; the weights and "
                                          "Metropolis tests stay exact float32, so every bound stays valid); auto = "
-                                         "bf16 where the device runs it natively", choices=("auto", "fp32", "bf16"))
+                                         "bf16 where the device runs it natively", choices=("auto", *PRECISIONS))
 
     def validate(self) -> None:
         bad = [m for m in self.method_list() if m not in HELDOUT_METHODS]

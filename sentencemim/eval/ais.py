@@ -55,6 +55,7 @@ import math
 import numpy as np
 import torch
 
+from ..config import PRECISIONS
 from ..data import Dataset
 from ..progress import Progress
 from .scoring import Scorer
@@ -186,9 +187,6 @@ def ais_batch(scorer: Scorer, batch, prior, betas: np.ndarray, chains: int, pilo
             "eps_steps": torch.stack(used).cpu().numpy() if used else np.zeros((0, B))}
 
 
-HMC_GRADIENTS = ("fp32", "bf16")
-
-
 def hmc_force(model, hmc_gradient):
     """The `force` of `_Target` for an `hmc_gradient`: "fp32" (None: the exact gradient),
     "bf16" (the gradient of a bfloat16 Scorer; a UserError where the device has no native
@@ -198,7 +196,7 @@ def hmc_force(model, hmc_gradient):
     if hmc_gradient == "fp32":
         return None
     if hmc_gradient != "bf16":
-        raise ValueError(f"hmc_gradient must be one of {HMC_GRADIENTS} or a function, not {hmc_gradient!r}")
+        raise ValueError(f"hmc_gradient must be one of {PRECISIONS} or a function, not {hmc_gradient!r}")
     sc = Scorer(model, "bf16")
     return lambda b, z: sc.nll_grad(b.dec_in, b.dec_tgt, z)[1]
 

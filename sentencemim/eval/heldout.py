@@ -230,6 +230,12 @@ class _Run:
                            cfg.ais_leapfrog, self.kw["batch_size"], self.kw["max_rows"], self.seed, self.device,
                            self.progress, base=self.ais_base(method, tag), hmc_gradient=self.grad_precision)["log_w"]
 
+    def ais_fields(self, method) -> dict:
+        """What an AIS result says of itself (settings, chains, steps), wherever it is run."""
+        steps, chains = self.cfg.ais_step_list()[-1], self.cfg.ais_chains
+        return {"settings": self.describe(method, None), "samples": f"T={steps} steps x {chains} chains",
+                "k": chains, "steps": steps, "convergence_what": "mean bound at each step count T"}
+
     def ais_curve(self, ds, method, tag) -> dict:
         """AIS at each step count of `ais_steps`: P.summarise of the longest run's weights, with
         the mean bound at every T under "convergence"."""
@@ -300,11 +306,8 @@ def _choose_and_score(run: _Run, test, valid, aside: list, q_logw, valid_what: s
     for method in tested:
         v, t0 = valid_res[method], time.perf_counter()
         if method in AIS_METHODS:
-            steps = cfg.ais_step_list()
             s = run.ais_curve(test, method, "test")
-            entry = {"settings": run.describe(method, None),
-                     "samples": f"T={steps[-1]} steps x {cfg.ais_chains} chains", "k": cfg.ais_chains,
-                     "steps": steps[-1], "convergence_what": "mean bound at each step count T"}
+            entry = run.ais_fields(method)
         else:
             if method == "q" and q_logw is not None and q_logw.shape[1] == k:
                 lw = q_logw  # the samples of the q-only IWAE computed beside it
@@ -362,7 +365,6 @@ def _ais_subset(run: _Run, test, methods: list, chosen: str, per: dict, describe
     run.fit_gen = torch.Generator(device=run.device).manual_seed(run.seed + 11)  # ais_fitted's fits: own stream
     pos = test.subset_index(cfg.ais_sentences, run.seed)
     sub = test.take(pos)
-    steps = cfg.ais_step_list()
     out = {"index": pos, "sentences": len(pos), "of": len(test), "seed": run.seed, "methods": {},
            "per_method": {}, "what": (f"AIS on a fixed random {len(pos)} of the {len(test)} scored sentences "
                                       f"(seed {run.seed}), beside the other methods on the same sentences; "
@@ -375,9 +377,7 @@ def _ais_subset(run: _Run, test, methods: list, chosen: str, per: dict, describe
         t0 = time.perf_counter()
         s = run.ais_curve(sub, method, "ais-subset")
         out["methods"][method] = {
-            "nll_per_sentence": float(s["nll"].mean()), "settings": run.describe(method, None),
-            "samples": f"T={steps[-1]} steps x {cfg.ais_chains} chains", "k": cfg.ais_chains, "steps": steps[-1],
-            "convergence": s["convergence"], "convergence_what": "mean bound at each step count T",
+            **run.ais_fields(method), "nll_per_sentence": float(s["nll"].mean()), "convergence": s["convergence"],
             "ess_mean": float(np.nanmean(s["ess"])), "ess_min": float(np.nanmin(s["ess"])),
             "time_s": time.perf_counter() - t0}
         out["per_method"][method] = s["nll"]

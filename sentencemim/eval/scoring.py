@@ -84,25 +84,22 @@ def bf16_problem(device) -> str | None:
     return None
 
 
-def check_precision(precision: str, device) -> None:
+def check_precision(precision: str, device, flag: str = "--precision") -> None:
     """A UserError, one line, for a precision this device does not truly run."""
     from ..errors import UserError
     if precision == "bf16":
         why = bf16_problem(device)
         if why:
-            raise UserError(f"--precision bf16: {why}; use --precision fp32")
+            raise UserError(f"{flag} bf16: {why}; use {flag} fp32")
 
 
 def resolve_gradient_precision(name: str, device) -> str:
     """The precision of gradients that only steer (HMC's leapfrog, proposal fits): "auto" ->
     "bf16" where `device` runs bf16 natively, else "fp32"; "bf16" where it does not -> a
     UserError in one line."""
-    from ..errors import UserError
-    why = bf16_problem(device) if name in ("auto", "bf16") else None
     if name == "auto":
-        return "fp32" if why else "bf16"
-    if name == "bf16" and why:
-        raise UserError(f"--gradient-precision bf16: {why}; use --gradient-precision fp32")
+        return "fp32" if bf16_problem(device) else "bf16"
+    check_precision(name, device, "--gradient-precision")
     return name
 
 

@@ -82,16 +82,27 @@ def _best_held_out(rep: dict) -> str | None:
     return min(held, key=lambda k: _on_bound_sentences(rep, k)) if held else None
 
 
+def _lm_on_index(lm: tuple | None, rep: dict, index) -> float | None:
+    """The GRU LM's exact NLL per sentence on the sentences `index` of rep's split."""
+    import numpy as np  # not at import: `smim --help` loads this module and must stay light
+    if lm is None:
+        return None
+    nll = lm[1]["report"].get("per_sentence", {}).get("nll")
+    if nll is None or len(nll) != rep["sentences"]:
+        return None
+    return float(np.asarray(nll)[np.asarray(index)].mean())
+
+
 def _lm_on(lm: tuple | None, rep: dict) -> float | None:
     """The GRU LM's exact NLL per sentence on the sentences of rep's importance-weighted bounds."""
     if lm is None:
         return None
-    lrep = lm[1]["report"]
     idx = rep.get("per_sentence", {}).get("bound_index")
-    nll = lrep.get("per_sentence", {}).get("nll")
-    if idx is None or nll is None or len(nll) != rep["sentences"]:
-        return lrep["exact"]["nll_per_sentence"] if lrep["sentences"] == rep["sentences"] else None
-    return float(nll[idx].mean())
+    on_them = None if idx is None else _lm_on_index(lm, rep, idx)
+    if on_them is not None:
+        return on_them
+    lrep = lm[1]["report"]  # no per-sentence values to take the subset of: its mean, on the same split only
+    return lrep["exact"]["nll_per_sentence"] if lrep["sentences"] == rep["sentences"] else None
 
 
 def _convergence(b: dict) -> str:
@@ -142,17 +153,6 @@ def tightest_table(analyses: list, lab, lms: list) -> list[str]:
     return L
 
 
-def _lm_on_index(lm: tuple | None, rep: dict, index) -> float | None:
-    """The GRU LM's exact NLL per sentence on the sentences `index` of rep's split."""
-    import numpy as np  # not at import: `smim --help` loads this module and must stay light
-    if lm is None:
-        return None
-    nll = lm[1]["report"].get("per_sentence", {}).get("nll")
-    if nll is None or len(nll) != rep["sentences"]:
-        return None
-    return float(np.asarray(nll)[np.asarray(index)].mean())
-
-
 def ais_subset_table(analyses: list, lab, lms: list) -> list[str]:
     """AIS on a fixed random subset of the bound sentences (heldout `ais_sentences`), beside the
     chosen importance-sampling method, q-only IWAE and the GRU LM's exact NLL on the same sentences."""
@@ -182,9 +182,8 @@ def ais_subset_table(analyses: list, lab, lms: list) -> list[str]:
         for name, m in sub["methods"].items():
             if "steps" not in m:
                 continue
-            conv = ", ".join(f"T={k}: {_n(v)}" for k, v in m["convergence"].items())
             row = (f"| {lab(r)} | {a['step']} | {rep[key]['prior']} | {sub['sentences']} of {sub['of']} | {name} "
-                   f"[{m['settings']}] | {conv} | {m['ess_mean']:.1f} / {m['ess_min']:.1f} of {m['k']} | "
+                   f"[{m['settings']}] | {_convergence(m)} | {m['ess_mean']:.1f} / {m['ess_min']:.1f} of {m['k']} | "
                    f"{_n(ch)} ({chosen}) | {_n(q)} |")
             if lm:
                 row += f" {_n(x)} | {_n(None if x is None else m['nll_per_sentence'] - x, '+.2f')} |"
