@@ -105,6 +105,30 @@ def equivalent_command(model: dict, train: dict) -> str:
     return " ".join(parts) + " --out RUN"
 
 
+def _training_end(records: list[dict], valid: list[dict]) -> list[str]:
+    """Card lines on how the run's training went on after the exported step: where and why
+    it stopped (or that it had not), and its learning-rate decays, each at its step and epoch."""
+    if not records:
+        return []
+    epoch_at = {r["step"]: r["epoch"] for r in valid if "epoch" in r and "step" in r}
+
+    def at(step):
+        return f"step {step}" + (f" (epoch {epoch_at[step]})" if step in epoch_at else "")
+    events = [r for r in records if r.get("kind") == "event"]
+    ends = [r for r in events if r.get("event") == "end"]
+    stops = [r for r in events if r.get("event") == "stop"]
+    if ends:
+        why = stops[-1]["reason"] if stops else "its step or epoch budget was reached"
+        out = [f"- training ended at {at(ends[-1]['step'])}: {why}"]
+    else:
+        last = max((r["step"] for r in records if isinstance(r.get("step"), int)), default=None)
+        out = [f"- training had not ended when this card was written (last recorded step {last})"]
+    decays = [r for r in events if r.get("event") == "lr_decay"]
+    if decays:
+        out.append("- learning-rate decays: " + ", ".join(f"to {r['lr']:.3g} at {at(r['step'])}" for r in decays))
+    return out
+
+
 def _fmt(x, digits=3) -> str:
     if x is None:
         return "n/a"
@@ -245,6 +269,7 @@ def model_card(model_dir: str | Path, run_dir: str | Path | None = None, eval_js
                  f"reconstruction -log p(x|z) {_fmt(v.get('rec_per_sentence'))} nats/sentence (z ~ q(z|x), "
                  f"words + <eos>), KL {_fmt(v.get('kl_per_sentence'))}"
                  + (f", active units {v['active_units']}/{v.get('latent_dim')}" if "active_units" in v else ""))
+    L += _training_end(records, valid)
     if tc:
         L.append(f"- optimiser: {tc.get('optimizer')} lr {tc.get('lr')}, gradient-norm clip {tc.get('clip')}, "
                  f"lr x{tc.get('lr_decay')} after {tc.get('patience')} epoch(s) without validation improvement, "
@@ -272,6 +297,10 @@ def model_card(model_dir: str | Path, run_dir: str | Path | None = None, eval_js
                          f"{step}: not used.")
     if rep:
         L += _test_section(rep, source)
+    elif run is not None and (run / "analysis-stages").is_dir():
+        done = sorted(p.stem for p in (run / "analysis-stages").glob("*.json") if p.stem != "key")
+        L.append(f"The run's test evaluation (`smim reproduce`) was under way when this card was written "
+                 f"({len(done)} stage(s) done): no test numbers yet. Export again when `analysis.json` is written.")
     else:
         L.append("No test evaluation was found beside the model (`smim evaluate RUN --json RUN/eval-test.json`, "
                  "or `smim train ... --evaluate`, writes one; export again afterwards).")

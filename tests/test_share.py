@@ -98,6 +98,36 @@ def test_card_reads_the_reproduce_evaluation_of_the_exported_step(run, tmp_path)
     assert "evaluates step 3, not the exported step 10: not used" in card and "No test evaluation" in card
 
 
+def test_card_says_how_training_ended(run, tmp_path):
+    """Where and why the run stopped, and its lr decays, even when the exported checkpoint
+    is an earlier, best one; a run still training says so."""
+    out = tmp_path / "model"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert "- training ended at step 10 (epoch 1): its step or epoch budget was reached" in \
+        (out / "README.md").read_text()
+    r = tmp_path / "run"
+    shutil.copytree(run, r)
+    lines = (r / "metrics.jsonl").read_text().splitlines()
+    kept = [ln for ln in lines if json.loads(ln).get("event") != "end"]
+    more = [{"kind": "valid", "step": 14, "epoch": 2}, {"kind": "event", "event": "lr_decay", "step": 14, "lr": 2.5e-4},
+            {"kind": "event", "event": "lr_decay", "step": 21, "lr": 6.25e-5}]
+    (r / "metrics.jsonl").write_text("\n".join(kept + [json.dumps(m) for m in more]) + "\n")
+    card = model_card(out, run_dir=r)
+    assert "- training had not ended when this card was written (last recorded step 21)" in card
+    assert "- learning-rate decays: to 0.00025 at step 14 (epoch 2), to 6.25e-05 at step 21" in card
+    stop = [{"kind": "event", "event": "stop", "reason": "lr below min_lr", "step": 21},
+            {"kind": "event", "event": "end", "step": 21}]
+    with open(r / "metrics.jsonl", "a") as f:
+        f.write("\n".join(json.dumps(m) for m in stop) + "\n")
+    assert "- training ended at step 21: lr below min_lr" in model_card(out, run_dir=r)
+    (r / "eval-test.json").unlink()  # an evaluation under way: its kept stages, no analysis.json yet
+    (r / "analysis-stages").mkdir()
+    for stage in ("key", "melbo_repeat_0", "iwae"):
+        (r / "analysis-stages" / f"{stage}.json").write_text("{}")
+    assert ("The run's test evaluation (`smim reproduce`) was under way when this card was written (2 stage(s) "
+            "done): no test numbers yet.") in model_card(out, run_dir=r)
+
+
 def test_card_without_evaluation_command_or_corpus(run, tmp_path):
     out = tmp_path / "bare"
     SentenceMIM.from_pretrained(run).save_pretrained(out)  # a card is written when there is none
