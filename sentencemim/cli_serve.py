@@ -58,8 +58,6 @@ def cmd_serve(args) -> int:
 
 def cmd_curves(args) -> int:
     from .curves import plot_curves
-    from .rundir import check_output_file
-    check_output_file(args.out, "--out")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     out = plot_curves(args.runs, args.out, x=args.x, metrics=metrics, labels=args.label, title=args.title)
     print(f"wrote {out}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .rundir import check_output_file
 
 # key of a `valid` record -> (panel title, y label, log scale)
 PANELS = {
@@ -95,6 +96,7 @@ def read_run(run_dir: str | Path, label: str | None = None) -> RunCurves:
 def plot_curves(run_dirs, out_png: str | Path, x: str = "step", metrics=DEFAULT_METRICS,
                 labels=None, title: str | None = None, dpi: int = 110) -> Path:
     """Draw the validation curves of `run_dirs` into `out_png`; returns its path."""
+    check_output_file(out_png, "--out")  # before any work
     if x not in X_AXES:
         raise UserError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
     unknown = [m for m in metrics if m not in PANELS]
@@ -112,8 +114,6 @@ def plot_curves(run_dirs, out_png: str | Path, x: str = "step", metrics=DEFAULT_
             raise UserError(f"cannot place {', '.join(missing)} on an epoch axis (no epoch end and no batch size); "
                             f"use --x step")
     out = Path(out_png)
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: output folder does not exist")
     try:
         import matplotlib
     except ImportError:
