@@ -51,7 +51,7 @@ grep -q "runs/ptb-mim512-step4500\|--ae runs/" README.md && { echo "publish: REA
 python tests/readme_examples.py --write
 
 echo "== 3/5 screenshots of smim serve -> docs/serve"
-python -m sentencemim.serve.browser "$OUT" --index "$DATA/ptb/valid.txt" --out docs/serve
+python -m sentencemim.serve.browser "$OUT" --index "$DATA/ptb/valid.txt" --out docs/serve --metric cosine
 
 echo "== 4/5 question answering with $OUT (text written as PTB: lowercase, numbers as N, no punctuation)"
 QA=benchmarks/qa_results

@@ -81,7 +81,8 @@ def open_browser(browser: str, driver: str, profile: str):
 
 def tour(drv, url: str, out_dir: str | Path | None = None, sentences=("the cat sat on the mat",),
          a: str = "a bird", b: str = "the mat was red and the cat was black", question: str = "the cat sat",
-         candidates=("on the mat", "a dog ran"), query: str | None = None, timeout: float = 60.0) -> dict:
+         candidates=("on the mat", "a dog ran"), query: str | None = None, metric: str = "l2",
+         timeout: float = 60.0) -> dict:
     """Use every panel of the page at `url`; screenshots into out_dir (panel name .png)."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -166,6 +167,7 @@ def tour(drv, url: str, out_dir: str | Path | None = None, sentences=("the cat s
         wait.until(lambda d: find(By.ID, "map-rec").text or find(By.ID, "map-error").text)
         shown["map_click"] = find(By.ID, "map-rec").text
         fill("nb-text", query or sentences[0])
+        find(By.CSS_SELECTOR, f'#nb-metric option[value="{metric}"]').click()
         find(By.ID, "nb-run").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#nb-out li") or find(By.ID, "nb-error").text)
         shown["neighbors"] = [li.text for li in drv.find_elements(By.CSS_SELECTOR, "#nb-out li")]
@@ -187,6 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--b", default="the company did n't break out its fourth-quarter results")
     p.add_argument("--question", default="how are glacier caves formed ?")
     p.add_argument("--candidate", action="append", help="answers to rank (repeat)")
+    p.add_argument("--metric", choices=("l2", "cosine"), default="l2", help="nearest neighbours' distance")
     p.add_argument("--serve-arg", action="append", default=[], help="passed on to smim serve, e.g. --serve-arg=--lowercase")
     args = p.parse_args(argv)
     browser, driver, reason = find_chromium()
@@ -203,7 +206,8 @@ def main(argv=None) -> int:
                              sentences=args.sentence or ["there was no panic",
                                                          "the company did n't break out its fourth-quarter results"],
                              a=args.a, b=args.b, question=args.question,
-                             candidates=args.candidate or ["by water melting under the glacier", "in the summer"])
+                             candidates=args.candidate or ["by water melting under the glacier", "in the summer"],
+                             metric=args.metric)
             finally:
                 drv.quit()
     finally:
