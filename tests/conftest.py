@@ -33,6 +33,37 @@ def _isolate(tmp_path, monkeypatch):
     np.random.seed(0)
 
 
+def _one_pixel_png() -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(autouse=True)
+def _figures_built_not_rendered(request, monkeypatch):
+    """Pages with figures are written many times over in the driver and report tests, and
+    matplotlib's layout and rasterisation were about half of their time. Every figure is
+    still built (data, artists, labels) and a PNG file is still written, but as one pixel,
+    unless the test is marked `real_figures` (test_report, test_curves: those render every
+    kind of figure the project draws, so an error that only rendering shows still fails)."""
+    if request.node.get_closest_marker("real_figures"):
+        return
+    try:
+        import matplotlib.figure
+    except ImportError:
+        return
+    png = _one_pixel_png()
+
+    def savefig(self, fname, *args, **kwargs):
+        Path(fname).write_bytes(png)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    monkeypatch.setattr(matplotlib.figure.Figure, "tight_layout", lambda self, *a, **k: None)
+
+
 TINY_SENTENCES = [
     "the cat sat on the mat".split(),
     "a dog ran".split(),

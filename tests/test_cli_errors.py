@@ -1,22 +1,40 @@
 """Every user mistake gets exit status 2 and one line on stderr naming the problem
-(no traceback); the real CLI runs in a subprocess."""
+(no traceback). The cases run the CLI's main() in this process, with its own stdout and
+stderr (a subprocess each cost about two seconds of imports); the entry point itself runs as
+a real process in test_debug_shows_traceback here and in tests/test_reliability.py."""
 
+import contextlib
+import io
 import json
-import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 
 from conftest import write_corpus
+from sentencemim.cli import main
 
 SMIM = [sys.executable, "-m", "sentencemim.cli"]
 TINY = ["--embedding-dim", "8", "--hidden-dim", "8", "--latent-dim", "2", "--batch-size", "10"]
 
 
-def smim(*args, env=None, timeout=120):
-    e = {**os.environ, **(env or {})}
-    return subprocess.run(SMIM + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=e)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def smim(*args, env=None):
+    """`smim ARGS` through cli.main in this process, with `env` set for the call."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in (env or {}).items():
+            mp.setenv(k, v)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+    return Ran(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ from sentencemim.cli import main
 from sentencemim.curves import plot_curves, read_run
 from sentencemim.errors import UserError
 
+pytestmark = pytest.mark.real_figures  # every kind of figure the project draws is rendered here
+
 
 def fake_run(folder, objective, latent, valid, decays=(), train_sentences=100, batch_size=10, torn=False):
     """A run directory as train.py writes it: config.json and metrics.jsonl."""

@@ -12,6 +12,8 @@ from sentencemim.errors import UserError
 from sentencemim.report import ReportConfig, parse_reference
 from sentencemim.train import train
 
+pytestmark = pytest.mark.real_figures  # every kind of figure the project draws is rendered here
+
 pytest.importorskip("matplotlib")
 
 

@@ -14,7 +14,16 @@ from sentencemim.reproduce import load_config, plan
 pytest.importorskip("matplotlib")
 
 
+# The held-out bounds with two cheap methods: the default set (fitted Gaussians, mixture
+# components, validation grids) was half of every tiny evaluation. test_subset_skip_resume_and_page
+# keeps the defaults (heldout=None); tests/test_heldout_*.py test every method.
+LIGHT_HELDOUT = {"heldout_methods": "q,gauss", "heldout_valid": 4, "widen_factors": "3", "fixed_stds": "0.3"}
+
+
 def write_config(tmp_path, **extra):
+    extra.setdefault("heldout", LIGHT_HELDOUT)
+    if extra["heldout"] is None:  # the driver's default held-out settings
+        del extra["heldout"]
     cfg = {"name": "tiny", "corpus": "synthetic", "data_dir": str(tmp_path / "data"),
            "runs_dir": str(tmp_path / "runs"),
            "model": {"embedding_dim": 8, "hidden_dim": 8},
@@ -38,7 +47,7 @@ def step_of(run_dir):
 
 
 def test_subset_skip_resume_and_page(tmp_path, capsys):
-    cfg = write_config(tmp_path)
+    cfg = write_config(tmp_path, heldout=None)
     runs = tmp_path / "runs"
     # a subset, with fewer steps: an "interrupted" matrix
     assert main(["reproduce", str(cfg), "--only", "mim-2,ae-2-s0", "--max-steps", "3", "--no-eval", "--quiet"]) == 0
@@ -94,8 +103,7 @@ def test_a_killed_evaluation_resumes_from_its_finished_stages(tmp_path, capsys, 
     """The driver keeps each finished evaluation stage in RUN/analysis-stages until
     analysis.json is written; Ctrl-C during BLEU loses only the decoding pass it stopped in
     and what follows it."""
-    cfg = write_config(tmp_path, heldout={"heldout_methods": "q,gauss", "heldout_valid": 4, "widen_factors": "3",
-                                          "fixed_stds": "0.3"})
+    cfg = write_config(tmp_path)  # LIGHT_HELDOUT
     run = tmp_path / "runs" / "mim-2-s0"
     assert main(["reproduce", str(cfg), "--only", "mim-2", "--no-eval", "--quiet"]) == 0
     stop_at_stage("bleu_sample_sample_1")

@@ -98,7 +98,9 @@ def test_cli_train_and_evaluate_smoke(tmp_path):
     assert main_job["split"] == "test" and main_job["sentences"] == 100
     out = tmp_path / "eval.json"
     r = subprocess.run([sys.executable, "-m", "sentencemim.cli", "evaluate", str(env_run), "--repeats", "2",
-                        "--max-sentences", "100", "--json", str(out)], capture_output=True, text=True, timeout=120)
+                        "--max-sentences", "100", "--json", str(out), "--heldout-methods", "q,gauss",
+                        "--heldout-valid", "5"],  # the default methods ran in --evaluate above
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     rep = json.loads(out.read_text())
     assert rep["sentences"] == 100
