@@ -92,6 +92,20 @@ def test_subset_skip_resume_and_page(tmp_path, capsys):
     assert "$ smim reconstruct" in latent and "(AE)" in latent and "$ smim interpolate" in latent
 
 
+def test_page_names_the_runs_it_does_not_report_yet(tmp_path):
+    """An interim page (some runs evaluated) says which runs of the config it leaves out and
+    where they stand, instead of dropping them silently."""
+    cfg = write_config(tmp_path, variants=["mim", "ae"])
+    assert main(["reproduce", str(cfg), "--only", "mim-2", "--quiet"]) == 0
+    assert main(["reproduce", str(cfg), "--only", "ae-2", "--max-steps", "2", "--no-eval", "--quiet"]) == 0
+    assert main(["reproduce", str(cfg), "--report-only"]) == 0
+    page = (tmp_path / "docs" / "tiny.md").read_text()
+    assert "**Not on this page yet:** 1 run(s) of the config have no evaluation" in page
+    row = next(line for line in page.splitlines() if line.startswith("| ae-2-s0 |"))
+    assert row.startswith("| ae-2-s0 | partial | 2 |"), row
+    assert "| mim-2-s0 | sMIM (2) |" in page  # the evaluated run is reported as usual
+
+
 def test_latent_page_with_nothing_trained_is_refused_and_writes_nothing(tmp_path, capsys):
     cfg = write_config(tmp_path)
     assert main(["reproduce", str(cfg), "--latent-only"]) == 2

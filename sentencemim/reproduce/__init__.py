@@ -135,6 +135,7 @@ def cmd_reproduce(args) -> int:
         analyses = [(r, a) for r in runs if (a := load_analysis(r)) is not None]
         if not analyses:
             raise UserError("no finished evaluations to report")
-        page = write_page(cfg, analyses, command)
+        done = {r.name for r, _ in analyses}
+        page = write_page(cfg, analyses, command, pending=[r for r in runs if r.name not in done])
         print(f"wrote {page}")
     return 0

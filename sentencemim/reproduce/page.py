@@ -273,8 +273,9 @@ def _run_facts(run: Run, a: dict) -> dict:
             "unrecorded_steps": gaps, "external": ext, "eval_wall_s": a["wall_s"]}
 
 
-def write_page(cfg: dict, analyses: list, command: str) -> Path:
-    """The results page (Tables 2, 6, 7; Figs. 3, 5, 6 via report.write_report) beside the paper."""
+def write_page(cfg: dict, analyses: list, command: str, pending=()) -> Path:
+    """The results page (Tables 2, 6, 7; Figs. 3, 5, 6 via report.write_report) beside the paper.
+    `pending`: the config's runs with no evaluation yet, listed with where they stand."""
     from ..report import write_report
     rc, _ = eval_settings(cfg, None)
     rep_cfg = cfg.get("report", {})
@@ -319,6 +320,11 @@ def write_page(cfg: dict, analyses: list, command: str) -> Path:
             tw += f" (another session's run {ext['source']}; {ext.get('wall_from', 'from its file times')})"
         L.append(f"| {r.name} | {r.label} | {a['checkpoint']} | {f['step']} | {_n(f['epochs'])} | {tw} | "
                  f"{_fmt_s(f['eval_wall_s'])} | {', '.join(commits)} |")
+    if pending:
+        from .progress import STATE_HEADER, _facts, state_row
+        L += ["", f"**Not on this page yet:** {len(pending)} run(s) of the config have no evaluation (still "
+              "training, or not started). Where they stand (validation, nats per sentence, words + `<eos>`):", "",
+              *STATE_HEADER, *[state_row(r, _facts(r)) for r in pending]]
     L += ["", f"Evaluation settings (all runs): `{json.dumps({**asdict(rc), 'device': None})}`: "
           f"{first['sentences']} {rc.split} sentences"
           + (" (a fixed random subset, seed " + str(rc.seed) + ")" if rc.max_sentences else " (the whole split)")

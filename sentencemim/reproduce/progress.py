@@ -61,6 +61,25 @@ def _facts(run: Run) -> dict:
             else None}
 
 
+STATE_HEADER = ["| run | state | step | epochs (budget) | best validation objective (epoch) | its reconstruction "
+                "term (LM: exact NLL) | lr now | lr decays at epochs | earliest lr stop (epoch) | training tokens/s "
+                "(last log) |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def state_row(r: Run, f: dict) -> str:
+    """One run's row under STATE_HEADER, from its `_facts`."""
+    ep = f["step"] / f["spe"] if f["spe"] else None
+    b = f["best"]
+    return (f"| {r.name} | {f['status']} | {f['step']} | {_n(ep)} ({r.tc.max_epochs}"
+            + (f", max {r.tc.max_steps} steps" if r.tc.max_steps else "") + ") | "
+            + (f"{b['loss']:.2f} ({b['epoch']})" if b else "-") + " | "
+            + (_n(b.get("rec_per_sentence")) if b else "-") + f" | {_n(f['lr'], 'g')} | "
+            + (", ".join(map(str, f["decays"])) or "none yet") + " | "
+            + ("-" if f["earliest_stop"] is None else f"{f['earliest_stop']} (after the cap)"
+               if r.tc.max_epochs and f["earliest_stop"] > r.tc.max_epochs else str(f["earliest_stop"]))
+            + f" | {_n(f['tokens_per_s'], '.0f')} |")
+
+
 def write_progress_page(cfg: dict, runs: list[Run], page: str | Path, command: str) -> Path:
     page = Path(page)
     figdir = page.with_suffix("")
@@ -70,20 +89,8 @@ def write_progress_page(cfg: dict, runs: list[Run], page: str | Path, command: s
          f"`{runs[0].out.parent if runs else '-'}`: checkpoints, config.json and metrics.jsonl, with nothing "
          "evaluated. This is a progress record, not a results page. Validation figures are nats per sentence, "
          "words + `<eos>`, on the run's validation sentences at each epoch end.", "",
-         "| run | state | step | epochs (budget) | best validation objective (epoch) | its reconstruction term "
-         "(LM: exact NLL) | lr now | lr decays at epochs | earliest lr stop (epoch) | training tokens/s (last log) |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
-    for r, f in facts:
-        ep = f["step"] / f["spe"] if f["spe"] else None
-        b = f["best"]
-        L.append(f"| {r.name} | {f['status']} | {f['step']} | {_n(ep)} ({r.tc.max_epochs}"
-                 + (f", max {r.tc.max_steps} steps" if r.tc.max_steps else "") + ") | "
-                 + (f"{b['loss']:.2f} ({b['epoch']})" if b else "-") + " | "
-                 + (_n(b.get("rec_per_sentence")) if b else "-") + f" | {_n(f['lr'], 'g')} | "
-                 + (", ".join(map(str, f["decays"])) or "none yet") + " | "
-                 + ("-" if f["earliest_stop"] is None else f"{f['earliest_stop']} (after the cap)"
-                    if r.tc.max_epochs and f["earliest_stop"] > r.tc.max_epochs else str(f["earliest_stop"]))
-                 + f" | {_n(f['tokens_per_s'], '.0f')} |")
+         *STATE_HEADER]
+    L += [state_row(r, f) for r, f in facts]
     L += ["", "The validation objective is what the lr schedule and the best checkpoint follow (sMIM: the A-MIM "
           "loss; sVAE: the annealed ELBO; AE: the reconstruction; LM: its NLL). The earliest lr stop is the "
           "epoch at which the lr would fall below min_lr if validation never improved again (each improvement "
