@@ -135,7 +135,8 @@ def cmd_reproduce(args) -> int:
         analyses = [(r, a) for r in runs if (a := load_analysis(r)) is not None]
         if not analyses:
             raise UserError("no finished evaluations to report")
+        from .progress import state_rows
         done = {r.name for r, _ in analyses}
-        page = write_page(cfg, analyses, command, pending=[r for r in runs if r.name not in done])
+        page = write_page(cfg, analyses, command, pending=state_rows([r for r in runs if r.name not in done]))
         print(f"wrote {page}")
     return 0

@@ -273,9 +273,15 @@ def _run_facts(run: Run, a: dict) -> dict:
             "unrecorded_steps": gaps, "external": ext, "eval_wall_s": a["wall_s"]}
 
 
-def write_page(cfg: dict, analyses: list, command: str, pending=()) -> Path:
+# where a run stands, from its directory (progress.state_row writes the rows)
+STATE_HEADER = ["| run | state | step | epochs (budget) | best validation objective (epoch) | its reconstruction "
+                "term (LM: exact NLL) | lr now | lr decays at epochs | earliest lr stop (epoch) | training tokens/s "
+                "(last log) |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def write_page(cfg: dict, analyses: list, command: str, pending: list[str] = ()) -> Path:
     """The results page (Tables 2, 6, 7; Figs. 3, 5, 6 via report.write_report) beside the paper.
-    `pending`: the config's runs with no evaluation yet, listed with where they stand."""
+    `pending`: a STATE_HEADER row for each of the config's runs with no evaluation yet."""
     from ..report import write_report
     rc, _ = eval_settings(cfg, None)
     rep_cfg = cfg.get("report", {})
@@ -321,10 +327,9 @@ def write_page(cfg: dict, analyses: list, command: str, pending=()) -> Path:
         L.append(f"| {r.name} | {r.label} | {a['checkpoint']} | {f['step']} | {_n(f['epochs'])} | {tw} | "
                  f"{_fmt_s(f['eval_wall_s'])} | {', '.join(commits)} |")
     if pending:
-        from .progress import STATE_HEADER, _facts, state_row
         L += ["", f"**Not on this page yet:** {len(pending)} run(s) of the config have no evaluation (still "
               "training, or not started). Where they stand (validation, nats per sentence, words + `<eos>`):", "",
-              *STATE_HEADER, *[state_row(r, _facts(r)) for r in pending]]
+              *STATE_HEADER, *pending]
     L += ["", f"Evaluation settings (all runs): `{json.dumps({**asdict(rc), 'device': None})}`: "
           f"{first['sentences']} {rc.split} sentences"
           + (" (a fixed random subset, seed " + str(rc.seed) + ")" if rc.max_sentences else " (the whole split)")

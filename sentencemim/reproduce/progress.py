@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from ..rundir import read_metrics, write_atomic
-from .page import _n
+from .page import STATE_HEADER, _n
 from .plan import Run, commit, machine, steps_per_epoch, train_state, utc
 
 
@@ -61,11 +61,6 @@ def _facts(run: Run) -> dict:
             else None}
 
 
-STATE_HEADER = ["| run | state | step | epochs (budget) | best validation objective (epoch) | its reconstruction "
-                "term (LM: exact NLL) | lr now | lr decays at epochs | earliest lr stop (epoch) | training tokens/s "
-                "(last log) |", "|---|---|---|---|---|---|---|---|---|---|"]
-
-
 def state_row(r: Run, f: dict) -> str:
     """One run's row under STATE_HEADER, from its `_facts`."""
     ep = f["step"] / f["spe"] if f["spe"] else None
@@ -78,6 +73,11 @@ def state_row(r: Run, f: dict) -> str:
             + ("-" if f["earliest_stop"] is None else f"{f['earliest_stop']} (after the cap)"
                if r.tc.max_epochs and f["earliest_stop"] > r.tc.max_epochs else str(f["earliest_stop"]))
             + f" | {_n(f['tokens_per_s'], '.0f')} |")
+
+
+def state_rows(runs: list[Run]) -> list[str]:
+    """Where each run stands, one STATE_HEADER row each (read from its directory)."""
+    return [state_row(r, _facts(r)) for r in runs]
 
 
 def write_progress_page(cfg: dict, runs: list[Run], page: str | Path, command: str) -> Path:
