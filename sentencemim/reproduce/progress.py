@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 
 from ..rundir import read_metrics, write_atomic
-from .page import STATE_HEADER, _n
+from .fmt import _n
+from .page import STATE_HEADER
 from .plan import Run, commit, machine, steps_per_epoch, train_state, utc
 
 
