@@ -154,8 +154,8 @@ def _test_section(rep: dict, source: str) -> list[str]:
         L += ["", "| NLL upper bound | prior | samples | NLL | PPL [words+<eos>] | PPL [paper convention] |",
               "|---|---|---|---|---|---|"]
         for _, b in bounds:
-            bound = b["bound"] + (f" (tightest: `{b['method']}`, ESS mean {_fmt(b.get('ess_mean'), 1)} of "
-                                  f"{b.get('k')})" if "method" in b else "")
+            bound = (f"tightest held-out bound: `{b['method']}` (ESS mean {_fmt(b.get('ess_mean'), 1)} of {b.get('k')})"
+                     if "method" in b else b["bound"])
             L.append(f"| {bound} | {b.get('prior', '')} | {b.get('samples', '')} | "
                      f"{_fmt(b.get('nll_per_sentence'))} | {_fmt(b.get('ppl_words_eos'))} | {_fmt(b.get('ppl_paper'))} |")
         for _, b in bounds:
@@ -290,8 +290,11 @@ def model_card(model_dir: str | Path, run_dir: str | Path | None = None, eval_js
         analysis = _read_json(run / "analysis.json")
         if analysis and isinstance(analysis.get("report"), dict):
             if analysis.get("step") == step:
-                rep = analysis["report"]
-                source = f"`analysis.json` (`smim reproduce`'s evaluation of checkpoint-{analysis.get('checkpoint', '?')})"
+                rep = {"split": (analysis.get("settings") or {}).get("split"), "corpus": analysis.get("corpus"),
+                       **analysis["report"]}
+                source = (f"`analysis.json` (`smim reproduce`'s evaluation of checkpoint-{analysis.get('checkpoint', '?')}"
+                          + (f", at code commit `{analysis['commit']}`" if analysis.get("commit") else "")
+                          + (f", {analysis['evaluated']}" if analysis.get("evaluated") else "") + ")")
             else:
                 L.append(f"The run's analysis.json evaluates step {analysis.get('step')}, not the exported step "
                          f"{step}: not used.")

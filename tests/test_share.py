@@ -76,13 +76,15 @@ def test_card_reads_the_reproduce_evaluation_of_the_exported_step(run, tmp_path)
     rep = json.loads((r / "eval-test.json").read_text())
     (r / "eval-test.json").unlink()
     assert "heldout" in rep and "method" in rep["heldout"]
-    (r / "analysis.json").write_text(json.dumps({"step": 10, "checkpoint": "best", "report": rep}))  # 10: the fixture's steps
+    rep.pop("split")  # analysis.json keeps the split in its settings
+    (r / "analysis.json").write_text(json.dumps({"step": 10, "checkpoint": "best", "report": rep,  # 10: the fixture's steps
+                                                 "settings": {"split": "test"}, "corpus": "toy"}))
     out = tmp_path / "model"
     assert main(["export", str(r), "--out", str(out)]) == 0
     card = (out / "README.md").read_text()
-    assert "From `analysis.json` (`smim reproduce`'s evaluation of checkpoint-best)" in card
+    assert "From `analysis.json` (`smim reproduce`'s evaluation of checkpoint-best): split **test** of" in card
     h = rep["heldout"]
-    assert (f"| {h['bound']} (tightest: `{h['method']}`, ESS mean {h['ess_mean']:.1f} of {h['k']}) | {h['prior']} | "
+    assert (f"| tightest held-out bound: `{h['method']}` (ESS mean {h['ess_mean']:.1f} of {h['k']}) | {h['prior']} | "
             f"{h['samples']} | {h['nll_per_sentence']:.3f} |") in card
     # AIS on a subset (ais_sentences) is said beside the bound it was run with
     rep["heldout"]["ais_subset"] = {"sentences": 3, "of": 8, "methods": {
