@@ -98,8 +98,18 @@ def test_page_names_the_runs_it_does_not_report_yet(tmp_path):
     cfg = write_config(tmp_path, variants=["mim", "ae"])
     assert main(["reproduce", str(cfg), "--only", "mim-2", "--quiet"]) == 0
     assert main(["reproduce", str(cfg), "--only", "ae-2", "--max-steps", "2", "--no-eval", "--quiet"]) == 0
+    # mim-2 evaluated part-way through its training: its last session is still running
+    rec_path = tmp_path / "runs" / "mim-2-s0" / "reproduce.json"
+    rec = json.loads(rec_path.read_text())
+    rec["sessions"][-1]["step_to"] = 3
+    rec["sessions"].append({"started": "2026-12-01 14:53:30 UTC", "status": "running", "step_from": 3,
+                            "command": "smim train ... --resume", "commit": "x"})
+    rec_path.write_text(json.dumps(rec))
     assert main(["reproduce", str(cfg), "--report-only"]) == 0
     page = (tmp_path / "docs" / "tiny.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| mim-2-s0 | sMIM (2) |"))
+    assert "before step 3, then a session still training (started 2026-12-01 14:53:30 UTC)" in row
+    assert "killed sessions" not in row
     assert "**Not on this page yet:** 1 run(s) of the config have no evaluation" in page
     row = next(line for line in page.splitlines() if line.startswith("| ae-2-s0 |"))
     assert row.startswith("| ae-2-s0 | partial | 2 |"), row

@@ -103,13 +103,16 @@ def _run_facts(run: Run, a: dict) -> dict:
     spe = steps_per_epoch(_metrics_dir(run) / "metrics.jsonl", run.out / "config.json")
     sessions = rec["sessions"]
     gaps, reached = [], 0  # steps no recorded session covers (drivers killed before 613699a recorded nothing)
+    running = None  # a session still training when the page is written (a run evaluated part-way)
     for s in sorted(sessions, key=lambda s: s["step_from"]):
         if s["step_from"] > reached:
             gaps.append((reached, s["step_from"]))
-        reached = max(reached, s.get("step_to", s["step_from"]))
+        if s.get("status") == "running":
+            running = s
+        reached = max(reached, s.get("step_to", a["step"] if running is s else s["step_from"]))
     if sessions and a["step"] > reached:
         gaps.append((reached, a["step"]))
-    return {"step": a["step"], "epochs": a["step"] / spe if spe else None, "sessions": sessions,
+    return {"step": a["step"], "epochs": a["step"] / spe if spe else None, "sessions": sessions, "running": running,
             "train_wall_s": sum(s.get("wall_s", 0.0) for s in sessions) if sessions else ext and ext.get("wall_s"),
             "unrecorded_steps": gaps, "external": ext, "eval_wall_s": a["wall_s"]}
 
@@ -160,6 +163,9 @@ def write_page(cfg: dict, analyses: list, command: str, pending: list[str] = ())
         commits = sorted({s["commit"] for s in f["sessions"]}) or ["(external)"]
         ext = f["external"]
         tw = _fmt_s(f["train_wall_s"]) if f["train_wall_s"] else "-"
+        if f["running"]:
+            tw = (f"{tw} before step {f['running']['step_from']}, then a session still training "
+                  f"(started {f['running']['started']})")
         if f["unrecorded_steps"]:
             tw = (f"at least {tw} (no record of steps "
                   + ", ".join(f"{a_}-{b_}" for a_, b_ in f["unrecorded_steps"]) + ": killed sessions)")
