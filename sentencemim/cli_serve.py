@@ -59,7 +59,8 @@ def cmd_serve(args) -> int:
 def cmd_curves(args) -> int:
     from .curves import plot_curves
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    out = plot_curves(args.runs, args.out, x=args.x, metrics=metrics, labels=args.label, title=args.title)
+    out = plot_curves(args.runs, args.out, x=args.x, metrics=metrics, labels=args.label, title=args.title,
+                      out_name="--out")
     print(f"wrote {out}")
     return 0
 

@@ -94,9 +94,10 @@ def read_run(run_dir: str | Path, label: str | None = None) -> RunCurves:
 
 
 def plot_curves(run_dirs, out_png: str | Path, x: str = "step", metrics=DEFAULT_METRICS,
-                labels=None, title: str | None = None, dpi: int = 110) -> Path:
-    """Draw the validation curves of `run_dirs` into `out_png`; returns its path."""
-    check_output_file(out_png, "--out")  # before any work
+                labels=None, title: str | None = None, dpi: int = 110, out_name: str = "out_png") -> Path:
+    """Draw the validation curves of `run_dirs` into `out_png`; returns its path. `out_name`:
+    what an error about the output file calls it (the CLI: --out)."""
+    check_output_file(out_png, out_name)  # before any work
     if x not in X_AXES:
         raise UserError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
     unknown = [m for m in metrics if m not in PANELS]

@@ -107,7 +107,9 @@ def equivalent_command(model: dict, train: dict) -> str:
 
 def _training_end(records: list[dict], valid: list[dict]) -> list[str]:
     """Card lines on how the run's training went on after the exported step: where and why
-    it stopped (or that it had not), and its learning-rate decays, each at its step and epoch."""
+    its last session stopped (or that it had not), and its learning-rate decays, each at its
+    step and epoch. Only the events after the last start or resume count: a resumed run keeps
+    the events of its earlier sessions in metrics.jsonl."""
     if not records:
         return []
     epoch_at = {r["step"]: r["epoch"] for r in valid if "epoch" in r and "step" in r}
@@ -115,14 +117,21 @@ def _training_end(records: list[dict], valid: list[dict]) -> list[str]:
     def at(step):
         return f"step {step}" + (f" (epoch {epoch_at[step]})" if step in epoch_at else "")
     events = [r for r in records if r.get("kind") == "event"]
-    ends = [r for r in events if r.get("event") == "end"]
-    stops = [r for r in events if r.get("event") == "stop"]
-    if ends:
-        why = stops[-1]["reason"] if stops else "its step or epoch budget was reached"
-        out = [f"- training ended at {at(ends[-1]['step'])}: {why}"]
+    starts = [i for i, r in enumerate(events) if r.get("event") in ("start", "resume")]
+    last = events[starts[-1] + 1:] if starts else events
+    end = next((r for r in reversed(last) if r.get("event") == "end"), None)
+    stop = next((r for r in reversed(last) if r.get("event") == "stop"), None)
+    cut = next((r for r in reversed(last) if r.get("event") == "interrupted"), None)
+    if end:
+        why = stop["reason"] if stop and stop.get("step") == end.get("step") else "its step or epoch budget was reached"
+        out = [f"- training ended at {at(end['step'])}: {why}"]
+    elif cut:
+        out = [f"- training was interrupted ({cut.get('signal', 'a signal')}) at {at(cut['step'])} and had not "
+               "ended when this card was written"]
     else:
-        last = max((r["step"] for r in records if isinstance(r.get("step"), int)), default=None)
-        out = [f"- training had not ended when this card was written (last recorded step {last})"]
+        step = max((r["step"] for r in records if isinstance(r.get("step"), int)), default=None)
+        out = [f"- training had not ended when this card was written (last recorded step {step}; still running, "
+               "or stopped without a record)"]
     decays = [r for r in events if r.get("event") == "lr_decay"]
     if decays:
         out.append("- learning-rate decays: " + ", ".join(f"to {r['lr']:.3g} at {at(r['step'])}" for r in decays))
@@ -300,10 +309,13 @@ def model_card(model_dir: str | Path, run_dir: str | Path | None = None, eval_js
                          f"{step}: not used.")
     if rep:
         L += _test_section(rep, source)
-    elif run is not None and (run / "analysis-stages").is_dir():
-        done = sorted(p.stem for p in (run / "analysis-stages").glob("*.json") if p.stem != "key")
-        L.append(f"The run's test evaluation (`smim reproduce`) was under way when this card was written "
-                 f"({len(done)} stage(s) done): no test numbers yet. Export again when `analysis.json` is written.")
+    elif run is not None and (_read_json(run / "analysis-stages" / "key.json") or {}).get("step") == step:
+        key = _read_json(run / "analysis-stages" / "key.json")
+        done = [p for p in (run / "analysis-stages").glob("*.json") if p.stem != "key"]
+        L.append(f"An evaluation of this step on the {(key.get('settings') or {}).get('split', '?')} split "
+                 f"(`smim reproduce`) was started and had not finished when this card was written ({len(done)} "
+                 "stage(s) kept: still running, or stopped and resumable): no test numbers yet. Export again when "
+                 "`analysis.json` is written.")
     else:
         L.append("No test evaluation was found beside the model (`smim evaluate RUN --json RUN/eval-test.json`, "
                  "or `smim train ... --evaluate`, writes one; export again afterwards).")

@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 
 import pytest
@@ -32,9 +33,15 @@ def smim(*args, env=None):
     with pytest.MonkeyPatch.context() as mp:
         for k, v in (env or {}).items():
             mp.setenv(k, v)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")  # printed to the redirected stderr, as the real CLI prints them
+            warnings.showwarning = _show_on_stderr
             code = main([str(a) for a in args])
     return Ran(code, out.getvalue(), err.getvalue())
+
+
+def _show_on_stderr(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 @pytest.fixture(scope="module")

@@ -97,6 +97,8 @@ def test_page_names_the_runs_it_does_not_report_yet(tmp_path):
     where they stand, instead of dropping them silently."""
     cfg = write_config(tmp_path, variants=["mim", "ae"])
     assert main(["reproduce", str(cfg), "--only", "mim-2", "--quiet"]) == 0
+    # a page written by a run of --only names the config's other runs too
+    assert "| ae-2-s0 | new | 0 |" in (tmp_path / "docs" / "tiny.md").read_text()
     assert main(["reproduce", str(cfg), "--only", "ae-2", "--max-steps", "2", "--no-eval", "--quiet"]) == 0
     # mim-2 evaluated part-way through its training: its last session is still running
     rec_path = tmp_path / "runs" / "mim-2-s0" / "reproduce.json"
@@ -108,9 +110,9 @@ def test_page_names_the_runs_it_does_not_report_yet(tmp_path):
     assert main(["reproduce", str(cfg), "--report-only"]) == 0
     page = (tmp_path / "docs" / "tiny.md").read_text()
     row = next(line for line in page.splitlines() if line.startswith("| mim-2-s0 | sMIM (2) |"))
-    assert "before step 3, then a session still training (started 2026-12-01 14:53:30 UTC)" in row
+    assert "before step 3, then a session recorded as running (started 2026-12-01 14:53:30 UTC: still training" in row
     assert "killed sessions" not in row
-    assert "**Not on this page yet:** 1 run(s) of the config have no evaluation" in page
+    assert "**Not on this page yet:** 1 run(s) of the config have no finished evaluation" in page
     row = next(line for line in page.splitlines() if line.startswith("| ae-2-s0 |"))
     assert row.startswith("| ae-2-s0 | partial | 2 |"), row
     assert "| mim-2-s0 | sMIM (2) |" in page  # the evaluated run is reported as usual

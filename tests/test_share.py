@@ -76,13 +76,15 @@ def test_card_reads_the_reproduce_evaluation_of_the_exported_step(run, tmp_path)
     rep = json.loads((r / "eval-test.json").read_text())
     (r / "eval-test.json").unlink()
     assert "heldout" in rep and "method" in rep["heldout"]
-    rep.pop("split")  # analysis.json keeps the split in its settings
+    rep.pop("split"), rep.pop("corpus")  # analysis.json keeps them beside its report
     (r / "analysis.json").write_text(json.dumps({"step": 10, "checkpoint": "best", "report": rep,  # 10: the fixture's steps
-                                                 "settings": {"split": "test"}, "corpus": "toy"}))
+                                                 "settings": {"split": "test"}, "corpus": "toy", "commit": "abc1234",
+                                                 "evaluated": "2026-12-01 16:27:12 UTC"}))
     out = tmp_path / "model"
     assert main(["export", str(r), "--out", str(out)]) == 0
     card = (out / "README.md").read_text()
-    assert "From `analysis.json` (`smim reproduce`'s evaluation of checkpoint-best): split **test** of" in card
+    assert ("From `analysis.json` (`smim reproduce`'s evaluation of checkpoint-best, at code commit `abc1234`, "
+            "2026-12-01 16:27:12 UTC): split **test** of toy,") in card
     h = rep["heldout"]
     assert (f"| tightest held-out bound: `{h['method']}` (ESS mean {h['ess_mean']:.1f} of {h['k']}) | {h['prior']} | "
             f"{h['samples']} | {h['nll_per_sentence']:.3f} |") in card
@@ -101,33 +103,43 @@ def test_card_reads_the_reproduce_evaluation_of_the_exported_step(run, tmp_path)
 
 
 def test_card_says_how_training_ended(run, tmp_path):
-    """Where and why the run stopped, and its lr decays, even when the exported checkpoint
-    is an earlier, best one; a run still training says so."""
+    """Where and why the run's last session stopped, and its lr decays, even when the exported
+    checkpoint is an earlier, best one; an earlier session's end (before a resume) does not
+    count; a run still training or interrupted says so."""
     out = tmp_path / "model"
     assert main(["export", str(run), "--out", str(out)]) == 0
     assert "- training ended at step 10 (epoch 1): its step or epoch budget was reached" in \
         (out / "README.md").read_text()
     r = tmp_path / "run"
     shutil.copytree(run, r)
-    lines = (r / "metrics.jsonl").read_text().splitlines()
-    kept = [ln for ln in lines if json.loads(ln).get("event") != "end"]
-    more = [{"kind": "valid", "step": 14, "epoch": 2}, {"kind": "event", "event": "lr_decay", "step": 14, "lr": 2.5e-4},
-            {"kind": "event", "event": "lr_decay", "step": 21, "lr": 6.25e-5}]
-    (r / "metrics.jsonl").write_text("\n".join(kept + [json.dumps(m) for m in more]) + "\n")
+
+    def append(*events):
+        with open(r / "metrics.jsonl", "a") as f:
+            f.write("".join(json.dumps(e) + "\n" for e in events))
+    # resumed after its budget's end (step 10): that end no longer describes the run
+    append({"kind": "event", "event": "resume", "step": 10}, {"kind": "valid", "step": 14, "epoch": 2},
+           {"kind": "event", "event": "lr_decay", "step": 14, "lr": 2.5e-4},
+           {"kind": "event", "event": "lr_decay", "step": 21, "lr": 6.25e-5})
     card = model_card(out, run_dir=r)
-    assert "- training had not ended when this card was written (last recorded step 21)" in card
+    assert "- training had not ended when this card was written (last recorded step 21; still running" in card
+    assert "training ended at step 10" not in card
     assert "- learning-rate decays: to 0.00025 at step 14 (epoch 2), to 6.25e-05 at step 21" in card
-    stop = [{"kind": "event", "event": "stop", "reason": "lr below min_lr", "step": 21},
-            {"kind": "event", "event": "end", "step": 21}]
-    with open(r / "metrics.jsonl", "a") as f:
-        f.write("\n".join(json.dumps(m) for m in stop) + "\n")
-    assert "- training ended at step 21: lr below min_lr" in model_card(out, run_dir=r)
-    (r / "eval-test.json").unlink()  # an evaluation under way: its kept stages, no analysis.json yet
+    append({"kind": "event", "event": "interrupted", "signal": "SIGINT", "step": 22})
+    assert "- training was interrupted (SIGINT) at step 22 and had not ended" in model_card(out, run_dir=r)
+    append({"kind": "event", "event": "resume", "step": 22},
+           {"kind": "event", "event": "stop", "reason": "lr below min_lr", "step": 30},
+           {"kind": "event", "event": "end", "step": 30})
+    assert "- training ended at step 30: lr below min_lr" in model_card(out, run_dir=r)
+    # an evaluation started and not finished: its kept stages, no analysis.json yet
+    (r / "eval-test.json").unlink()
     (r / "analysis-stages").mkdir()
-    for stage in ("key", "melbo_repeat_0", "iwae"):
+    (r / "analysis-stages" / "key.json").write_text(json.dumps({"step": 3, "settings": {"split": "test"}}))
+    for stage in ("melbo_repeat_0", "iwae"):
         (r / "analysis-stages" / f"{stage}.json").write_text("{}")
-    assert ("The run's test evaluation (`smim reproduce`) was under way when this card was written (2 stage(s) "
-            "done): no test numbers yet.") in model_card(out, run_dir=r)
+    assert "No test evaluation was found" in model_card(out, run_dir=r)  # of another step: not this one's
+    (r / "analysis-stages" / "key.json").write_text(json.dumps({"step": 10, "settings": {"split": "test"}}))
+    assert ("An evaluation of this step on the test split (`smim reproduce`) was started and had not finished when "
+            "this card was written (2 stage(s) kept: still running, or stopped and resumable)") in model_card(out, run_dir=r)
 
 
 def test_card_without_evaluation_command_or_corpus(run, tmp_path):

@@ -136,7 +136,8 @@ def cmd_reproduce(args) -> int:
         if not analyses:
             raise UserError("no finished evaluations to report")
         from .progress import state_rows
-        done = {r.name for r, _ in analyses}
-        page = write_page(cfg, analyses, command, pending=state_rows([r for r in runs if r.name not in done]))
+        done = {r.name for r, _ in analyses}  # every run of the config not on the page, --only or not
+        page = write_page(cfg, analyses, command,
+                          pending=state_rows([r for r in plan(cfg, None, ov, args.runs_dir) if r.name not in done]))
         print(f"wrote {page}")
     return 0

@@ -163,9 +163,9 @@ def write_page(cfg: dict, analyses: list, command: str, pending: list[str] = ())
         commits = sorted({s["commit"] for s in f["sessions"]}) or ["(external)"]
         ext = f["external"]
         tw = _fmt_s(f["train_wall_s"]) if f["train_wall_s"] else "-"
-        if f["running"]:
-            tw = (f"{tw} before step {f['running']['step_from']}, then a session still training "
-                  f"(started {f['running']['started']})")
+        if f["running"]:  # its record is closed when it ends, or by the next session if it was killed
+            tw = (f"{tw} before step {f['running']['step_from']}, then a session recorded as running (started "
+                  f"{f['running']['started']}: still training, or killed before its record was closed)")
         if f["unrecorded_steps"]:
             tw = (f"at least {tw} (no record of steps "
                   + ", ".join(f"{a_}-{b_}" for a_, b_ in f["unrecorded_steps"]) + ": killed sessions)")
@@ -174,8 +174,9 @@ def write_page(cfg: dict, analyses: list, command: str, pending: list[str] = ())
         L.append(f"| {r.name} | {r.label} | {a['checkpoint']} | {f['step']} | {_n(f['epochs'])} | {tw} | "
                  f"{_fmt_s(f['eval_wall_s'])} | {', '.join(commits)} |")
     if pending:
-        L += ["", f"**Not on this page yet:** {len(pending)} run(s) of the config have no evaluation (still "
-              "training, or not started). Where they stand (validation, nats per sentence, words + `<eos>`):", "",
+        L += ["", f"**Not on this page yet:** {len(pending)} run(s) of the config have no finished evaluation "
+              "(not started, still training, or trained with their evaluation still to finish). Where they stand "
+              "(validation, nats per sentence, words + `<eos>`):", "",
               *STATE_HEADER, *pending]
     L += ["", f"Evaluation settings (all runs): `{json.dumps({**asdict(rc), 'device': None})}`: "
           f"{first['sentences']} {rc.split} sentences"

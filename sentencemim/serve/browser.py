@@ -171,6 +171,7 @@ def tour(drv, url: str, out_dir: str | Path | None = None, sentences=("the cat s
         find(By.ID, "nb-run").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#nb-out li") or find(By.ID, "nb-error").text)
         shown["neighbors"] = [li.text for li in drv.find_elements(By.CSS_SELECTOR, "#nb-out li")]
+        shown["neighbors_metric"] = metric
         shown["map_highlighted"] = len(drv.find_elements(By.CSS_SELECTOR, "#map-svg .pt.near"))
         shown["map_query_marks"] = len(drv.find_elements(By.CSS_SELECTOR, "#map-svg .query"))
     shown["map_error"] = find(By.ID, "map-error").text
