@@ -6,7 +6,9 @@
 #   bash benchmarks/reproduce/ptb_paper_runs.sh status             # step, speed and ETA of each run (or its
 #                                                                  # evaluation's current pass)
 #   bash benchmarks/reproduce/ptb_paper_runs.sh stop               # SIGINT: each run checkpoints and stops;
-#                                                                  # then the progress page is rewritten
+#                                                                  # then the progress page is rewritten and
+#                                                                  # every finished evaluation (analysis.json,
+#                                                                  # .npz) is copied to $KEEP for git
 #
 # start runs two drivers, one thread per run:
 #   * `--only lm-0,mim-512,ae-512 --parallel 3` (the first three, log: runs/ptb-paper/NAME.log);
@@ -23,6 +25,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 CONFIG=benchmarks/reproduce/ptb-paper-schedule.json
 RUNS=runs/ptb-paper
+KEEP=docs/results/ptb-paper-schedule/analyses
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 PATTERN="sentencemim.cli reproduce $CONFIG"
 
@@ -92,6 +95,14 @@ stop)
         for log in "$RUNS"/*-s0.log; do grep -h "interrupted at step" "$log" | tail -n 1; done
     fi
     "$PY" -m sentencemim.cli reproduce "$CONFIG" --progress-page docs/results/ptb-paper-schedule-progress.md
+    mkdir -p "$KEEP"  # runs/ does not outlive the machine; the evaluations' results go into git
+    for a in "$RUNS"/*/analysis.json; do
+        [ -f "$a" ] || continue
+        name=$(basename "$(dirname "$a")")
+        cp "$a" "$KEEP/$name.json"
+        [ ! -f "${a%.json}.npz" ] || cp "${a%.json}.npz" "$KEEP/$name.npz"
+        echo "kept $KEEP/$name.json"
+    done
     ;;
 *)
     sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
