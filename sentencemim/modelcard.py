@@ -307,10 +307,10 @@ def model_card(model_dir: str | Path, run_dir: str | Path | None = None, eval_js
             else:
                 L.append(f"The run's analysis.json evaluates step {analysis.get('step')}, not the exported step "
                          f"{step}: not used.")
+    key = (_read_json(run / "analysis-stages" / "key.json") if run is not None and not rep else None) or {}
     if rep:
         L += _test_section(rep, source)
-    elif run is not None and (_read_json(run / "analysis-stages" / "key.json") or {}).get("step") == step:
-        key = _read_json(run / "analysis-stages" / "key.json")
+    elif key and key.get("step") == step:  # an evaluation of this step, started and not finished
         done = [p for p in (run / "analysis-stages").glob("*.json") if p.stem != "key"]
         L.append(f"An evaluation of this step on the {(key.get('settings') or {}).get('split', '?')} split "
                  f"(`smim reproduce`) was started and had not finished when this card was written ({len(done)} "

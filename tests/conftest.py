@@ -43,6 +43,9 @@ def _one_pixel_png() -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b""))
 
 
+ONE_PIXEL_PNG = _one_pixel_png()
+
+
 @pytest.fixture(autouse=True)
 def _figures_built_not_rendered(request, monkeypatch):
     """Pages with figures are written many times over in the driver and report tests, and
@@ -56,10 +59,9 @@ def _figures_built_not_rendered(request, monkeypatch):
         import matplotlib.figure
     except ImportError:
         return
-    png = _one_pixel_png()
 
     def savefig(self, fname, *args, **kwargs):
-        Path(fname).write_bytes(png)
+        Path(fname).write_bytes(ONE_PIXEL_PNG)
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
     monkeypatch.setattr(matplotlib.figure.Figure, "tight_layout", lambda self, *a, **k: None)
 
