@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import cli_latent
 from .cliargs import Parser, config_flags, device_type, explicit, number
 from .config import PRECISIONS, PRESETS, SPLITS, HeldoutConfig, ModelConfig, ReportConfig, TrainConfig
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 _HIDDEN_MODEL_FIELDS = {"vocab_size", "pad_id", "unk_id", "sos_id", "eos_id"}
 
@@ -298,11 +300,13 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or an argument error already printed on one line
         return e.code if isinstance(e.code, int) else 2
+    old_handlers = _stop_on_signals()
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + int(signum)
     except BrokenPipeError:  # `smim sample ... | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
@@ -313,6 +317,26 @@ def main(argv=None) -> int:
         name = args.command + (f" {args.qa_command}" if getattr(args, "qa_command", None) else "")
         print(f"smim {name}: error: {msg}", file=sys.stderr)
         return code
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def _stop_on_signals() -> dict:
+    """SIGINT and SIGTERM both raise `Interrupted` in every command (training installs its own
+    handlers on top, to checkpoint first). Set here, not inherited: a shell without job control
+    (a script's `cmd &`) starts its background jobs with SIGINT *ignored*, and Python keeps it
+    ignored, so `kill -INT` did nothing to an evaluation started that way (it stopped only at a
+    SIGKILL, losing the stage it was in), and SIGTERM's default ends the process without the one
+    line that says so. Returns the handlers it replaced (none off the main thread, where
+    handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
 if __name__ == "__main__":

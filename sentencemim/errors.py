@@ -13,3 +13,13 @@ class UserError(Exception):
 def where(path, line=None):
     """Format a location for an error message: 'path' or 'path:line'."""
     return f"{path}:{line}" if line is not None else str(path)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived (the `smim` entry point raises it from either signal):
+    the command stops where it is, keeping what it has already kept. `signum` says which."""
+
+    def __init__(self, signum: int):
+        import signal
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

@@ -133,7 +133,10 @@ def test_a_killed_evaluation_resumes_from_its_finished_stages(tmp_path, capsys, 
     run = tmp_path / "runs" / "mim-2-s0"
     assert main(["reproduce", str(cfg), "--only", "mim-2", "--no-eval", "--quiet"]) == 0
     stop_at_stage("bleu_sample_sample_1")
+    capsys.readouterr()
     assert main(["reproduce", str(cfg), "--only", "mim-2", "--quiet"]) == 130
+    assert (f"[mim-2-s0] interrupted during its evaluation (6 finished stage(s) kept in {run / 'analysis-stages'}); "
+            "run the same command again to resume") in capsys.readouterr().out
     assert not (run / "analysis.json").exists()
     assert sorted(p.stem for p in (run / "analysis-stages").glob("*.json")) == [
         "bleu_sample_sample_0", "heldout", "heldout_train_prior", "iwae", "key", "melbo_repeat_0", "melbo_repeat_1"]
@@ -148,6 +151,44 @@ def test_a_killed_evaluation_resumes_from_its_finished_stages(tmp_path, capsys, 
     assert res["wall_s"] >= sum(res["resumed_stages"].values())  # the earlier process's time is counted
     assert res["report"]["timing_s"]["evaluate_total"] >= sum(res["resumed_stages"].values())
     assert "bleu" in res["report"] and not (run / "analysis-stages").exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_an_evaluation_started_in_the_background(tmp_path, sig):
+    """A shell without job control (a script's `cmd &`) starts its jobs with SIGINT ignored,
+    and Python keeps it ignored: `kill -INT` once did nothing to a reproduce evaluation started
+    that way (ptb_paper_runs.sh had to SIGKILL it, losing the stage it was in). Either signal
+    now stops it within seconds with one line, keeping its finished stages."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    cfg = write_config(tmp_path, variants=["mim"], evaluate={"max_sentences": 20, "iwae_k": 2, "agg_prior_m": 0,
+                                                             "repeats": 2, "fig3_n": 4, "fig5_trials": 3},
+                       heldout={"heldout_methods": "q,ais", "heldout_valid": 2, "ais_steps": "3000",
+                                "ais_chains": 2, "ais_pilot_chains": 1, "ais_sentences": 20})
+    run = tmp_path / "runs" / "mim-2-s0"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "sentencemim.cli", "reproduce", str(cfg), "--no-report"]
+    assert subprocess.run(cmd + ["--no-eval", "--quiet"], env=env, capture_output=True).returncode == 0
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 120
+    stages = run / "analysis-stages"
+    while time.monotonic() < deadline and not (stages / "heldout.json").exists():  # AIS comes after it
+        time.sleep(0.2)
+    time.sleep(1.0)
+    p.send_signal(getattr(signal, sig))
+    try:
+        out, _ = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        pytest.fail(f"{sig} did not stop the evaluation within 30 s")
+    assert p.returncode == 128 + getattr(signal, sig), out
+    assert "Traceback" not in out and "[mim-2-s0] interrupted during its evaluation (" in out, out
+    assert "run the same command again to resume" in out
+    assert (stages / "heldout.json").exists() and not (run / "analysis.json").exists()
 
 
 def test_a_killed_session_is_recorded_up_to_its_last_checkpoint(tmp_path, capsys):

@@ -256,7 +256,13 @@ def drive(cfg: dict, runs: list[Run], device, data_dir, quiet, do_eval=True, do_
                 spe = start[0]["train_sentences"] // r.tc.batch_size
         if do_eval:
             t1 = time.monotonic()
-            a = evaluate_run(r, cfg, device, data_dir)
+            try:
+                a = evaluate_run(r, cfg, device, data_dir)
+            except KeyboardInterrupt as e:  # SIGINT / SIGTERM (cli.Interrupted): the finished stages are on disk
+                kept = [f for f in (r.out / "analysis-stages").glob("*.json") if f.name != "key.json"]
+                print(f"[{r.name}] interrupted during its evaluation ({len(kept)} finished stage(s) kept in "
+                      f"{r.out / 'analysis-stages'}); run the same command again to resume", flush=True)
+                return 128 + int(getattr(e, "signum", signal.SIGINT))
             if time.monotonic() - t1 > 1.0:
                 eval_s.append(time.monotonic() - t1)
             print(f"[{r.name}] step {a['step']}: {summary(a['report'])}", flush=True)
@@ -320,7 +326,7 @@ def drive_parallel(cfg: dict, runs: list[Run], n: int, passthrough: list[str], d
                 lines = Path(log).read_text(errors="replace").strip().splitlines() if rc else []
                 # a child stopped by a signal (our Ctrl-C / SIGTERM, or one sent to it alone)
                 # checkpoints and says so: that is no failure
-                stopped = bool(rc and lines and "interrupted at step" in lines[-1])
+                stopped = bool(rc and lines and lines[-1].startswith(f"[{name}] interrupted "))
                 if rc and not stopped:
                     failed.append(name)
                 elif stopped and not stop:
