@@ -12,11 +12,12 @@
 #                                                                  # every finished evaluation (analysis.json,
 #                                                                  # .npz) is copied to $KEEP for git
 #
-# start runs two drivers, one thread per run:
-#   * `--only lm-0,mim-512,ae-512 --parallel 3` (the first three, log: runs/ptb-paper/NAME.log);
-#   * `--only vae-512,mim-128,mim-16,vae-16` one after another (log: runs/ptb-paper/vae-512-s0.log),
-# and sets CPU priorities in the order (nice: sMIM (512) 0, AE (512) 5, the rest 10), so
-# the sMIM keeps a core to itself. The drivers run from a snapshot of the code (a git worktree of
+# start runs one driver over the whole config in the order of priority, two runs at a time
+# with one thread each (`--parallel 2`, one per core; log: runs/ptb-paper/NAME.log): a finished run
+# is skipped, and whenever a run ends the next one starts, so neither core idles while work is
+# left. (Sessions 4-8 ran two fixed drivers, the first three runs with --parallel 3 and the rest
+# one after another, with CPU priorities; once the first three were done that left one core with
+# all the remaining work.) The driver runs from a snapshot of the code (a git worktree of
 # HEAD under $SNAPSHOTS, default ../ptb-run-snapshots), so editing this checkout while they train
 # changes nothing under them; its runs/ is a link to this checkout's runs/. The snapshot's commit
 # is kept in runs/ptb-paper/snapshot; while an evaluation is part-way through (a run has
@@ -63,18 +64,13 @@ start)
     fi
     echo "$COMMIT" > "$RUNS/snapshot"
     cd "$SNAP"
-    OMP_NUM_THREADS=1 nohup "$PY" -m sentencemim.cli reproduce "$CONFIG" --only lm-0,mim-512,ae-512 \
-        --parallel 3 --data-dir "$DATA" >> "$RUNS/driver.log" 2>&1 &
-    OMP_NUM_THREADS=1 nohup nice -n 10 "$PY" -m sentencemim.cli reproduce "$CONFIG" \
-        --only vae-512,mim-128,mim-16,vae-16 --threads 1 --no-report --data-dir "$DATA" >> "$RUNS/vae-512-s0.log" 2>&1 &
-    sleep 20  # the parallel driver starts its children
-    for name in ae-512-s0:5 lm-0-s0:10; do
-        pid=$(pgrep -f -- "--only ${name%%:*} " || true)
-        [ -n "$pid" ] && renice -n "${name##*:}" -p $pid > /dev/null
-    done
+    OMP_NUM_THREADS=1 nohup "$PY" -m sentencemim.cli reproduce "$CONFIG" \
+        --only lm-0,mim-512,ae-512,vae-512,mim-128,mim-16,vae-16 --parallel 2 --data-dir "$DATA" \
+        >> "$RUNS/driver.log" 2>&1 &
+    sleep 20  # the driver starts its children
     if ! pgrep -f "$PATTERN" > /dev/null; then
-        echo "ptb_paper_runs: the drivers ended at once; the end of their logs:" >&2
-        tail -n 3 "$RUNS/driver.log" "$RUNS/vae-512-s0.log" >&2
+        echo "ptb_paper_runs: the driver ended at once; the end of its log:" >&2
+        tail -n 3 "$RUNS/driver.log" >&2
         exit 1
     fi
     echo "started from $SNAP (commit $COMMIT); logs in $RUNS/*.log"
