@@ -236,3 +236,29 @@ def test_khat_without_a_tail_fit_says_so_instead_of_nan_and_0_percent():
     assert _khat_text({"khat_median": 0.81, "khat_share_above_0.7": 0.6}) == \
         "Pareto k-hat median 0.81 (60% of sentences > 0.7)"
     assert _khat_text({"khat_median": float("nan")}, short=True) == "k-hat n/a (no tail fit)"
+
+
+def test_ais_convergence_benchmark_runs_on_a_tiny_model_beside_its_lm(tiny_run, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
+    lm = tmp_path / "lm"
+    train(ModelConfig(embedding_dim=8, hidden_dim=8, latent_dim=0),
+          TrainConfig(corpus="synthetic", objective="lm", max_steps=5, batch_size=50, eval_max_sentences=50, seed=0),
+          lm, quiet=True)
+    spec = importlib.util.spec_from_file_location("ais_convergence", ROOT / "benchmarks" / "ais_convergence.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    js = tmp_path / "c.json"
+    assert mod.main([str(tiny_run), "--sentences", "3", "--steps", "4,2", "--chains", "2", "--pilot", "1",
+                     "--lm", str(lm), "--threads", "1", "--gradient-precision", "fp32", "--json", str(js)]) == 0
+    out = json.loads(js.read_text())
+    assert [r["steps"] for r in out["runs"]] == [2, 4] and out["sentences"] == 3
+    assert all(len(r["nll"]) == 3 and r["nll_mean"] == pytest.approx(np.mean(r["nll"])) for r in out["runs"])
+    # the LM's NLL on the same 3 sentences is what `smim evaluate` reports for them
+    ev = tmp_path / "lm.json"
+    assert main(["evaluate", str(lm), "--max-sentences", "3", "--json", str(ev)]) == 0
+    assert out["lm_nll_mean"] == pytest.approx(json.loads(ev.read_text())["exact"]["nll_per_sentence"])
+    assert "T =      4:" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        mod.main([str(tiny_run), "--steps", "0"])
+    with pytest.raises(SystemExit):
+        mod.main([str(lm)])
