@@ -4,8 +4,8 @@ the same sentences.
 
 AIS from the prior (N(0, I)) with HMC, as `smim evaluate --heldout-methods ais` runs it, but
 on a few sentences and without the validation pass, so that long schedules fit on a CPU:
-each T is its own run (the bounds at different T are independent estimates), and each is an
-upper bound on -log p(x) in expectation. A bound still falling steeply with T has not
+each T is its own run (same seed, so the runs share their random numbers as far as they go),
+and each is an upper bound on -log p(x) in expectation. A bound still falling steeply with T has not
 converged; the LM's exact NLL is a reference, not a limit (the latent model may be better
 or worse than the LM).
 
@@ -76,7 +76,12 @@ def main(argv=None) -> int:
     lm_nll = None
     if args.lm:
         lm, lm_vocab, lm_info = load_model(args.lm, "best", args.device)
+        if lm.has_latent:
+            ap.error(f"--lm {args.lm} has a latent: give a language-model run (objective lm)")
         lm_ds = load_eval_split(args.lm, lm_info, "test", args.data_dir, args.sentences, lm_vocab)
+        words = [vocab.decode(x) for x in ds.seqs]
+        if [lm_vocab.decode(x) for x in lm_ds.seqs] != words:
+            ap.error(f"--lm {args.lm} reads other test sentences than {args.model} (another corpus or vocabulary)")
         lm_nll = evaluate_lm(lm, lm_ds, device=args.device)["per_sentence"]["nll"]
         out.update(lm=args.lm, lm_step=lm_info.get("step"), lm_nll=lm_nll.tolist(), lm_nll_mean=float(lm_nll.mean()))
     print(f"{args.model} at step {info.get('step')}: AIS from N(0, I) on {len(ds)} test sentences, {args.chains} chains "

@@ -318,25 +318,35 @@ def main(argv=None) -> int:
         print(f"smim {name}: error: {msg}", file=sys.stderr)
         return code
     finally:
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
+        if not _FIRED:  # after a stop signal stay deaf to a second one: the process is ending
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+
+
+_FIRED: list[int] = []  # the stop signal this process got, if any
 
 
 def _raise_interrupted(signum, frame):
+    # once: a stop often comes twice (`pkill` reaches a run and its driver, which passes it on),
+    # and a second Interrupted raised inside the cleanup of the first would end in a traceback
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    _FIRED.append(signum)
     raise Interrupted(signum)
 
 
 def _stop_on_signals() -> dict:
-    """SIGINT and SIGTERM both raise `Interrupted` in every command (training installs its own
-    handlers on top, to checkpoint first). Set here, not inherited: a shell without job control
-    (a script's `cmd &`) starts its background jobs with SIGINT *ignored*, and Python keeps it
-    ignored, so `kill -INT` did nothing to an evaluation started that way (it stopped only at a
-    SIGKILL, losing the stage it was in), and SIGTERM's default ends the process without the one
-    line that says so. Returns the handlers it replaced (none off the main thread, where
-    handlers cannot be set)."""
+    """SIGTERM, and SIGINT unless this process was started with it ignored, raise `Interrupted`
+    in every command (training installs its own handlers on top, to checkpoint first). Without
+    this SIGTERM ends the process with no word of what it kept. An inherited ignored SIGINT is
+    left ignored: a shell without job control (a script's `cmd &`) starts its background jobs
+    that way so that Ctrl-C on the script spares them; stop such a job with SIGTERM. Returns the
+    handlers it replaced (none off the main thread, where handlers cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    _FIRED.clear()
+    sigs = [signal.SIGTERM] + ([] if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else [signal.SIGINT])
+    return {s: signal.signal(s, _raise_interrupted) for s in sigs}
 
 
 if __name__ == "__main__":

@@ -249,7 +249,7 @@ def test_ais_convergence_benchmark_runs_on_a_tiny_model_beside_its_lm(tiny_run, 
     spec.loader.exec_module(mod)
     js = tmp_path / "c.json"
     assert mod.main([str(tiny_run), "--sentences", "3", "--steps", "4,2", "--chains", "2", "--pilot", "1",
-                     "--lm", str(lm), "--threads", "1", "--gradient-precision", "fp32", "--json", str(js)]) == 0
+                     "--lm", str(lm), "--gradient-precision", "fp32", "--json", str(js)]) == 0
     out = json.loads(js.read_text())
     assert [r["steps"] for r in out["runs"]] == [2, 4] and out["sentences"] == 3
     assert all(len(r["nll"]) == 3 and r["nll_mean"] == pytest.approx(np.mean(r["nll"])) for r in out["runs"])
@@ -262,3 +262,5 @@ def test_ais_convergence_benchmark_runs_on_a_tiny_model_beside_its_lm(tiny_run, 
         mod.main([str(tiny_run), "--steps", "0"])
     with pytest.raises(SystemExit):
         mod.main([str(lm)])
+    with pytest.raises(SystemExit):  # a model with a latent is no LM
+        mod.main([str(tiny_run), "--steps", "1", "--lm", str(tiny_run)])

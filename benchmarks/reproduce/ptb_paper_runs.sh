@@ -5,9 +5,10 @@
 #   bash benchmarks/reproduce/ptb_paper_runs.sh start [DATA_DIR]   # resume every run, in the background
 #   bash benchmarks/reproduce/ptb_paper_runs.sh status             # step, speed and ETA of each run (or its
 #                                                                  # evaluation's current pass)
-#   bash benchmarks/reproduce/ptb_paper_runs.sh stop               # SIGTERM: each training checkpoints and
-#                                                                  # stops, an evaluation stops keeping its
-#                                                                  # finished stages;
+#   bash benchmarks/reproduce/ptb_paper_runs.sh stop               # SIGINT (SIGTERM after a minute): each
+#                                                                  # training checkpoints and stops, an
+#                                                                  # evaluation stops keeping its finished
+#                                                                  # stages;
 #                                                                  # then the progress page is rewritten and
 #                                                                  # every finished evaluation (analysis.json,
 #                                                                  # .npz) is copied to $KEEP for git
@@ -87,12 +88,16 @@ stop)
     if ! pgrep -f "$PATTERN" > /dev/null; then
         echo "ptb_paper_runs: no run is going"
     else
-        # SIGTERM, not SIGINT: these drivers were started with `&` by a shell without job control, which
-        # starts them with SIGINT ignored, and a run's code may predate the entry point that undoes that
-        pkill -TERM -f "$PATTERN"
-        for _ in $(seq 120); do pgrep -f "$PATTERN" > /dev/null || break; sleep 1; done
+        # SIGINT first: the driver and the runs it started all act on it (a training checkpoints; an
+        # evaluation stops, keeping its finished stages; code of every snapshot does). Then SIGTERM for
+        # anything still going after a minute: a process that a shell without job control started with
+        # `&` has SIGINT ignored, and `smim` leaves that so (sessions 4-7 started such a driver)
+        pkill -INT -f "$PATTERN"
+        for _ in $(seq 60); do pgrep -f "$PATTERN" > /dev/null || break; sleep 1; done
+        pkill -TERM -f "$PATTERN" || true
+        for _ in $(seq 60); do pgrep -f "$PATTERN" > /dev/null || break; sleep 1; done
         pgrep -af "$PATTERN" && { echo "ptb_paper_runs: still running after 120 s" >&2; exit 1; }
-        for log in "$RUNS"/*-s0.log; do grep -h "\] interrupted " "$log" | tail -n 1; done
+        for log in "$RUNS"/*-s0.log; do { grep -h "\] interrupted " "$log" || true; } | tail -n 1; done
     fi
     "$PY" -m sentencemim.cli reproduce "$CONFIG" --progress-page docs/results/ptb-paper-schedule-progress.md
     mkdir -p "$KEEP"  # runs/ does not outlive the machine; the evaluations' results go into git

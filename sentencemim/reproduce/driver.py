@@ -259,9 +259,11 @@ def drive(cfg: dict, runs: list[Run], device, data_dir, quiet, do_eval=True, do_
             try:
                 a = evaluate_run(r, cfg, device, data_dir)
             except KeyboardInterrupt as e:  # SIGINT / SIGTERM (cli.Interrupted): the finished stages are on disk
-                kept = [f for f in (r.out / "analysis-stages").glob("*.json") if f.name != "key.json"]
-                print(f"[{r.name}] interrupted during its evaluation ({len(kept)} finished stage(s) kept in "
-                      f"{r.out / 'analysis-stages'}); run the same command again to resume", flush=True)
+                folder = r.out / "analysis-stages"
+                kept = [f for f in folder.glob("*.json") if f.name != "key.json"] if folder.is_dir() else []
+                print(f"[{r.name}] interrupted during its evaluation ("
+                      + (f"{len(kept)} finished stage(s) kept in {folder}" if kept else "no finished stage kept")
+                      + "); run the same command again to resume", flush=True)
                 return 128 + int(getattr(e, "signum", signal.SIGINT))
             if time.monotonic() - t1 > 1.0:
                 eval_s.append(time.monotonic() - t1)
@@ -326,7 +328,10 @@ def drive_parallel(cfg: dict, runs: list[Run], n: int, passthrough: list[str], d
                 lines = Path(log).read_text(errors="replace").strip().splitlines() if rc else []
                 # a child stopped by a signal (our Ctrl-C / SIGTERM, or one sent to it alone)
                 # checkpoints and says so: that is no failure
-                stopped = bool(rc and lines and lines[-1].startswith(f"[{name}] interrupted "))
+                # (or, when we are stopping them all, one that died of the signal itself or said
+                # only "interrupted": a child whose code predates that line, or hit twice)
+                stopped = bool(rc and (lines and lines[-1].startswith(f"[{name}] interrupted ")
+                                       or stop and rc in (130, 143, -signal.SIGINT, -signal.SIGTERM)))
                 if rc and not stopped:
                     failed.append(name)
                 elif stopped and not stop:
