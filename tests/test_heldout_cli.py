@@ -264,3 +264,27 @@ def test_ais_convergence_benchmark_runs_on_a_tiny_model_beside_its_lm(tiny_run, 
         mod.main([str(lm)])
     with pytest.raises(SystemExit):  # a model with a latent is no LM
         mod.main([str(tiny_run), "--steps", "1", "--lm", str(tiny_run)])
+
+
+def test_a_tail_too_extreme_to_fit_is_the_heaviest_not_a_pass():
+    """A few weights so far above the rest that the others underflow: the tail fit overflows.
+    That is k-hat +inf, never a pass; NaN only where K < 20. (Treated as a pass, it once made
+    the validation choice prefer a Gaussian fitted per sentence, ESS 2.6 of 100, to q itself
+    for the PTB sVAE (512), whose test bound then came out 0.9 nats above q-only IWAE.)"""
+    from sentencemim.eval import proposals as P
+    from sentencemim.eval.heldout import _khat_text, _pick, _score, khat_median
+    rng = np.random.default_rng(0)
+    extreme = np.stack([np.r_[0.0, np.full(99, -1000.0)], np.r_[0.0, 0.0, np.full(98, -800.0)]])
+    light = rng.normal(0.0, 0.3, (2, 100))
+    assert np.all(P.pareto_khat(extreme) == np.inf)
+    assert np.all(np.isnan(P.pareto_khat(extreme[:, :10])))  # too few weights: no fit
+    assert np.all(P.pareto_khat(light) < 0.7)
+    assert khat_median(np.array([np.inf, np.inf, 0.3])) == np.inf and math.isnan(khat_median(np.full(3, np.nan)))
+    # the choice: a method whose tails cannot be fitted does not pass the k-hat filter, so a lower
+    # score with a heavy (but fitted) tail wins, as the sVAE's q should have
+    fitted, q = _score(extreme), _score(light + 2.0)
+    assert fitted[2] == np.inf
+    assert _pick({"fitted": (108.79, None, fitted[2]), "q": (107.14, None, 0.77)}) == "q"
+    assert _pick({"fitted": (108.79, None, fitted[2]), "q": (107.14, None, 0.5)}) == "q"
+    assert _pick({"a": (5.0, None, float("nan")), "b": (4.0, None, 0.9)}) == "a"  # K < 20: accepted
+    assert _khat_text({"khat_median": np.inf, "khat_share_above_0.7": 1.0}, short=True).startswith("k-hat median inf")

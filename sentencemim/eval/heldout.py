@@ -65,14 +65,18 @@ def _score(lw: np.ndarray) -> tuple[float, float, float]:
     deviation of the bound: a low figure that rests on a few lucky weights is not preferred."""
     nll = -P.log_mean_exp(lw, 1)
     sd = np.sqrt(np.clip(1.0 / P.ess(lw) - 1.0 / lw.shape[1], 0.0, None))
-    kh = P.pareto_khat(lw)
-    return (float(np.nan_to_num(nll + sd, nan=np.inf).mean()), float(nll.mean()),
-            float(np.nanmedian(kh)) if np.isfinite(kh).any() else float("nan"))
+    return (float(np.nan_to_num(nll + sd, nan=np.inf).mean()), float(nll.mean()), khat_median(P.pareto_khat(lw)))
+
+
+def khat_median(kh: np.ndarray) -> float:
+    """Median over sentences of k-hat, +inf (a tail too extreme to fit) included; NaN only
+    where no sentence had enough weights for a fit."""
+    return float(np.nanmedian(kh)) if (~np.isnan(kh)).any() else float("nan")
 
 
 def _pick(scores: dict):
     """The key with the lowest score among those whose median k-hat is <= KHAT_MAX (NaN:
-    too few weights to tell, accepted); among all when none is."""
+    too few weights to tell, K < 20, accepted); among all when none is."""
     ok = {k: v for k, v in scores.items() if not v[2] > KHAT_MAX}
     return min(ok or scores, key=lambda k: scores[k][0])
 
@@ -322,7 +326,7 @@ def _choose_and_score(run: _Run, test, valid, aside: list, q_logw, valid_what: s
                            for lab, (sc, _, kh, nll) in v["grid"].items()},
             "valid_score": v["score"],
             "valid_khat_median": v["khat"],
-            "khat_median": float(np.nanmedian(s["khat"])) if np.isfinite(s["khat"]).any() else float("nan"),
+            "khat_median": khat_median(s["khat"]),
             "khat_share_above_0.7": float(np.mean(s["khat"] > KHAT_MAX)),
             "ess_mean": float(np.nanmean(s["ess"])), "ess_median": float(np.nanmedian(s["ess"])),
             "ess_min": float(np.nanmin(s["ess"])), "convergence": s["convergence"],
@@ -404,9 +408,13 @@ def entry_fields(res: dict, bound: dict) -> dict:
 
 
 def _khat_text(b: dict, short: bool = False) -> str:
-    """The Pareto k-hat summary, or why there is none (K too small for a tail fit, or a tail
-    so extreme that the fit overflows: pareto_khat gives NaN)."""
+    """The Pareto k-hat summary, or why there is none: K too small for a tail fit (NaN), or
+    a tail so extreme that the fit overflows (+inf; results kept before 2026-12-01 have NaN
+    there too)."""
     med = b.get("khat_median", float("nan"))
+    if med == math.inf:
+        return "k-hat median inf (tail too extreme to fit)" if short else \
+            f"Pareto k-hat median inf (tails too extreme to fit; {100 * b['khat_share_above_0.7']:.0f}% of sentences > 0.7)"
     if not math.isfinite(med):
         return "k-hat n/a (no tail fit)" if short else \
             "Pareto k-hat n/a (no tail fit: too few samples, or weights too extreme)"

@@ -212,7 +212,9 @@ def pareto_khat(logw: np.ndarray) -> np.ndarray:
     "Pareto smoothed importance sampling"): the shape of a generalised Pareto distribution
     fitted (Zhang & Stephens 2009, with PSIS's weak prior) to the largest min(K/5, 3 sqrt K)
     weights. Above 0.7 the weights' tail is too heavy for the estimate to be trusted.
-    NaN for K < 20 (too few weights to fit a tail)."""
+    NaN for K < 20 (too few weights to fit a tail); +inf where the tail is too extreme for the
+    fit (a few weights so far above the rest that the others underflow to ties at the cutoff
+    and the fit overflows): the heaviest tail of all, never a pass."""
     N, K = logw.shape
     out = np.full(N, np.nan)
     if K < 20:
@@ -228,7 +230,8 @@ def pareto_khat(logw: np.ndarray) -> np.ndarray:
             out[i] = -np.inf  # all tail weights equal: no tail at all
             continue
         with np.errstate(all="ignore"):  # extreme tails overflow in the fit: k-hat is then huge or NaN
-            out[i] = _gpd_shape(x)
+            k = _gpd_shape(x)
+        out[i] = np.inf if math.isnan(k) else k
     return out
 
 
