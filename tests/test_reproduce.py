@@ -536,3 +536,56 @@ def test_progress_page_while_runs_train(tmp_path, capsys):
     assert (tmp_path / "docs" / "progress" / "curves.png").exists()
     data = json.loads((tmp_path / "docs" / "progress" / "progress.json").read_text())
     assert data["mim-2-s0"]["step"] == 6 and data["ae-2-s0"]["status"] == "new"
+
+
+def test_rechoose_heldout_applies_the_khat_fix_to_kept_evaluations(tmp_path, capsys):
+    """benchmarks/reproduce/rechoose_heldout.py: a kept validation k-hat of NaN (K = 100) was a
+    tail fit that overflowed, now +inf: the choice moves to q where q has the lowest score among
+    methods that all fail the k-hat filter, using q's kept test values (the q-only IWAE's own
+    samples); where the rule picks the method already reported, nothing changes."""
+    import importlib.util
+    import numpy as np
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("rechoose", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "reproduce" / "rechoose_heldout.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    q_vals, fit_vals, tokens = rng.normal(10, 1, 4), rng.normal(11, 1, 4), np.array([3, 4, 5, 6, 7, 8])
+    sub = "; on 4 of 6 sentences (seed 0)"
+
+    def method(vals, score, kh, settings):
+        return {"nll_per_sentence": float(vals.mean()), "valid_score": score, "valid_khat_median": kh,
+                "valid_nll_per_sentence": score - 0.5, "samples": "K=100", "settings": settings, "k": 100,
+                "ess_mean": 9.0, "ess_median": 8.0, "ess_min": 1.0, "khat_median": 0.8, "khat_share_above_0.7": 0.6,
+                "convergence": {"1": 12.0, "100": float(vals.mean())}, "convergence_what": "mean bound over the first K"}
+
+    def report(fit_khat):
+        b = {"bound": "tightest (fitted)", "prior": "N(0,I)", "samples": "K=100" + sub, "k": 100, "method": "fitted",
+             "nll_per_sentence": float(fit_vals.mean()), "what": "tightest (fitted) ...; the method with the lowest bound",
+             "methods": {"q": method(q_vals, 107.1, 0.77, "q(z|x)"), "fitted": method(fit_vals, 108.8, fit_khat, "fit")},
+             "validation_only": {"prior": {"valid_score": 107.3, "valid_khat_median": 0.87}},
+             "ais_subset": {"sentences": 2}, "sentences": 4}
+        return {"heldout": b}
+    rep = {"step": 7, "report": report(float("nan"))}
+    js = tmp_path / "analysis.json"
+    js.write_text(json.dumps(rep))
+    written = js.read_text()
+    np.savez_compressed(tmp_path / "analysis.npz", ps_tokens=tokens, ps_bound_index=np.array([0, 2, 3, 5]),
+                        ps_iwae=q_vals, ps_heldout=fit_vals)
+    assert mod.main([str(tmp_path), "--dry-run"]) == 0
+    assert js.read_text() == written  # a dry run writes nothing
+    assert mod.main([str(js)]) == 0
+    assert "heldout: fitted (" in capsys.readouterr().out
+    b = json.loads(js.read_text())["report"]["heldout"]
+    assert b["method"] == "q" and b["nll_per_sentence"] == pytest.approx(q_vals.mean())
+    assert b["settings"] == "q(z|x)" and b["samples"] == "K=100" + sub and b["ais_subset"] == {"sentences": 2}
+    assert b["rechosen"]["was"] == "fitted" and b["rechosen"]["was_nll_per_sentence"] == pytest.approx(fit_vals.mean())
+    assert b["ppl_words_eos"] == pytest.approx(np.exp(q_vals.sum() / tokens[[0, 2, 3, 5]].sum()))
+    assert np.allclose(np.load(tmp_path / "analysis.npz")["ps_heldout"], q_vals)
+    # a fitted tail (k-hat 0.5 passes the filter): the evaluation's choice stands
+    kept = report(0.5)
+    assert mod.rechoose(kept, {"iwae": q_vals, "tokens": tokens}) == ["heldout: fitted stays"]
+    assert kept["heldout"]["method"] == "fitted"
+    from sentencemim.reproduce.heldout_tables import _rechosen
+    assert _rechosen(b).startswith(" (re-chosen; the evaluation had chosen fitted, ")
