@@ -172,9 +172,11 @@ def test_a_signal_stops_an_evaluation_with_one_line_keeping_its_stages(tmp_path,
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "sentencemim.cli", "reproduce", str(cfg), "--no-report"]
     assert subprocess.run(cmd + ["--no-eval", "--quiet"], env=env, capture_output=True).returncode == 0
-    background = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sig == "SIGTERM" else None
+    # SIGTERM: as a background job, SIGINT ignored; SIGINT: as a foreground command, SIGINT at its
+    # default (set here: an ignored SIGINT is inherited, and this suite may itself run as such a job)
+    disposition = signal.SIG_IGN if sig == "SIGTERM" else signal.SIG_DFL
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                         preexec_fn=background)
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
     deadline = time.monotonic() + 120
     stages = run / "analysis-stages"
     while time.monotonic() < deadline and not (stages / "heldout.json").exists():  # AIS comes after it
