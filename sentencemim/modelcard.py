@@ -311,7 +311,8 @@ def model_card(model_dir: str | Path, run_dir: str | Path | None = None, eval_js
     if rep:
         L += _test_section(rep, source)
     elif key and key.get("step") == step:  # an evaluation of this step, started and not finished
-        done = [p for p in (run / "analysis-stages").glob("*.json") if p.stem != "key"]
+        from .eval.stages import kept_stages
+        done = kept_stages(run / "analysis-stages")
         L.append(f"An evaluation of this step on the {(key.get('settings') or {}).get('split', '?')} split "
                  f"(`smim reproduce`) was started and had not finished when this card was written ({len(done)} "
                  "stage(s) kept: still running, or stopped and resumable): no test numbers yet. Export again when "

@@ -145,6 +145,12 @@ def _unlock(path: Path) -> None:
         f.close()
 
 
+def kept_stages(folder: str | Path) -> list[str]:
+    """Names of the finished stages kept in a stages folder (none if it does not exist), read
+    without taking its lock: for reports on an evaluation that may still be running."""
+    return sorted(f.stem for f in Path(folder).glob("*.json") if f.name != "key.json")
+
+
 class Stages:
     """Runs named stages, keeping each result in `folder` (None: keep nothing).
     `seconds[name]` is what a stage took when it was computed; `resumed` lists those
@@ -203,9 +209,7 @@ class Stages:
 
     def kept(self) -> list[str]:
         """Names of the stages finished and kept on disk."""
-        if self.folder is None:
-            return []
-        return sorted(f.stem for f in self.folder.glob("*.json") if f.name != "key.json")
+        return [] if self.folder is None else kept_stages(self.folder)
 
     def total(self, *names: str) -> float:
         return sum(self.seconds.get(n, 0.0) for n in names)

@@ -259,8 +259,9 @@ def drive(cfg: dict, runs: list[Run], device, data_dir, quiet, do_eval=True, do_
             try:
                 a = evaluate_run(r, cfg, device, data_dir)
             except KeyboardInterrupt as e:  # SIGINT / SIGTERM (cli.Interrupted): the finished stages are on disk
+                from ..eval.stages import kept_stages
                 folder = r.out / "analysis-stages"
-                kept = [f for f in folder.glob("*.json") if f.name != "key.json"] if folder.is_dir() else []
+                kept = kept_stages(folder)
                 print(f"[{r.name}] interrupted during its evaluation ("
                       + (f"{len(kept)} finished stage(s) kept in {folder}" if kept else "no finished stage kept")
                       + "); run the same command again to resume", flush=True)
