@@ -92,12 +92,18 @@ stop)
         # evaluation stops, keeping its finished stages; code of every snapshot does). Then SIGTERM for
         # anything still going after a minute: a process that a shell without job control started with
         # `&` has SIGINT ignored, and `smim` leaves that so (sessions 4-7 started such a driver)
+        # note where each log ends now, so the summary below shows only what this stop wrote (a
+        # log keeps the "interrupted" lines of earlier sessions' stops too)
+        declare -A ends=()
+        for log in "$RUNS"/*-s0.log; do ends[$log]=$(wc -l < "$log"); done
         pkill -INT -f "$PATTERN"
         for _ in $(seq 60); do pgrep -f "$PATTERN" > /dev/null || break; sleep 1; done
         pkill -TERM -f "$PATTERN" || true
         for _ in $(seq 60); do pgrep -f "$PATTERN" > /dev/null || break; sleep 1; done
         pgrep -af "$PATTERN" && { echo "ptb_paper_runs: still running after 120 s" >&2; exit 1; }
-        for log in "$RUNS"/*-s0.log; do { grep -h "\] interrupted " "$log" || true; } | tail -n 1; done
+        for log in "$RUNS"/*-s0.log; do
+            { tail -n +"$(( ${ends[$log]:-0} + 1 ))" "$log" | grep -h "\] interrupted " || true; } | tail -n 1
+        done
     fi
     "$PY" -m sentencemim.cli reproduce "$CONFIG" --progress-page docs/results/ptb-paper-schedule-progress.md
     mkdir -p "$KEEP"  # runs/ does not outlive the machine; the evaluations' results go into git
