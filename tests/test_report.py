@@ -83,3 +83,24 @@ def test_report_argument_errors():
     cfg = ReportConfig(device="auto")
     cfg.validate()
     assert cfg.device in ("cpu", "cuda:0")
+
+
+def test_fig5_targets_are_this_models_bounds_the_others_lowest_and_the_language_models_exact_nll():
+    from sentencemim.report import _targets
+
+    def bound(name, v):
+        return {"bound": name, "nll_per_sentence": v}
+
+    runs = [{"name": "a", "report": {"iwae": bound("IWAE_100", 300.0), "heldout": bound("tightest (fitted)", 200.0),
+                                     "heldout_train_prior": bound("tightest (components)", 150.0)}},
+            {"name": "b", "report": {"iwae": bound("IWAE_100", 120.0), "heldout": bound("tightest (q)", 119.0),
+                                     "iwae_train_prior": bound("IWAE_100", 125.0)}},
+            {"name": "lm", "report": {"exact": {"bound": "exact", "nll_per_sentence": 109.3}}}]
+    got = _targets(runs, 0, {"paper": 67.5})
+    assert got == {"IWAE_100, prior N(0,I) (this model)": 300.0,
+                   "tightest (fitted), prior N(0,I) (this model)": 200.0,
+                   "tightest (components), prior training aggregate posterior (this model)": 150.0,
+                   "tightest (q), prior N(0,I) (b's lowest)": 119.0,
+                   "exact NLL, language model (lm)": 109.3,
+                   "paper": 67.5}
+    assert _targets(runs, 1, {})["tightest (components), prior training aggregate posterior (a's lowest)"] == 150.0
