@@ -160,14 +160,16 @@ def make_optimizer(name: str, params, lr: float):
 
 def train(mc: ModelConfig, tc: TrainConfig, out: str | Path, resume: bool = False,
           overrides: dict | None = None, quiet: bool = False, model_overrides: dict | None = None,
-          accept_changed_data: bool = False) -> dict:
+          accept_changed_data: bool = False, held_lock: "rundir.RunLock | None" = None) -> dict:
     """Train a model into run directory `out`. With `resume`, continue from
     `out/checkpoint-latest.pt` with the saved settings: `overrides` (TrainConfig keys) and
     `model_overrides` (ModelConfig keys) are applied where a resume may change them
     (max_steps, max_epochs, eval_every, log_every, checkpoint_every, device, data_dir) and
     refused where they differ otherwise (rundir.resume_configs). The run directory is
     locked against a second writer; a resume checks the data against the recorded
-    fingerprints (`accept_changed_data` continues anyway). Returns the final state."""
+    fingerprints (`accept_changed_data` continues anyway); a caller that already holds the
+    lock (the reproduce driver, which writes its records under it) passes it as `held_lock`.
+    Returns the final state."""
     out = Path(out)
     ckpt_path = out / "checkpoint-latest.pt"
     saved = None
@@ -195,7 +197,7 @@ def train(mc: ModelConfig, tc: TrainConfig, out: str | Path, resume: bool = Fals
                         "has no latent (latent_dim 0), and mim, vae and ae need latent_dim >= 1")
     rt = setup(tc.device, tc.seed)  # a missing GPU is a one-line error here, before any data is read
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rt.is_main and not quiet else (lambda *a: None)
-    lock = rundir.RunLock(out).acquire() if rt.is_main else None
+    lock = rundir.RunLock(out).acquire() if rt.is_main and held_lock is None else None
     try:
         if rt.is_main:
             rundir.remove_temp_files(out)

@@ -251,6 +251,38 @@ def test_a_killed_session_is_recorded_up_to_its_last_checkpoint(tmp_path, capsys
     assert "# mim-2-s0: steps 4 -> 4," in page and "(killed: ended at its last checkpoint)" in page
 
 
+def test_a_run_another_process_is_training_is_left_alone(tmp_path, capsys):
+    """The driver takes a run's lock before it reads, clears or records anything. Reaching a run
+    that another process is training (a run started by hand beside a driver), it stops with the
+    lock's one-line error: it neither clears the folder of a run in its first steps (the old
+    code deleted it, lock file and all, and trained beside the other process) nor adds a
+    session record that the other process then closes as its own."""
+    from sentencemim.rundir import RunLock
+    cfg = write_config(tmp_path, variants=["mim"])
+    run = tmp_path / "runs" / "mim-2-s0"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("{}\n")  # a run in its first steps: no checkpoint yet
+    lock = RunLock(run).acquire()
+    try:
+        assert main(["reproduce", str(cfg), "--max-steps", "2", "--no-eval", "--quiet"]) != 0
+        assert (run / "metrics.jsonl").read_text() == "{}\n"
+        assert "another smim process" in capsys.readouterr().err
+    finally:
+        lock.release()
+    assert main(["reproduce", str(cfg), "--max-steps", "2", "--no-eval", "--quiet"]) == 0  # it was never started
+    before = (run / "reproduce.json").read_text()
+    lock = RunLock(run).acquire()
+    try:
+        assert main(["reproduce", str(cfg), "--max-steps", "4", "--no-eval", "--quiet"]) != 0
+        assert (run / "reproduce.json").read_text() == before and step_of(run) == 2
+    finally:
+        lock.release()
+    assert main(["reproduce", str(cfg), "--max-steps", "4", "--no-eval", "--quiet"]) == 0
+    rec = json.loads((run / "reproduce.json").read_text())
+    assert [(s["step_from"], s["step_to"], s["status"]) for s in rec["sessions"]] == [(0, 2, "finished"),
+                                                                                      (2, 4, "finished")]
+
+
 def test_external_run_is_snapshotted_not_trained(tmp_path, capsys):
     cfg = write_config(tmp_path, variants=["mim"])
     assert main(["reproduce", str(cfg), "--no-eval", "--quiet"]) == 0

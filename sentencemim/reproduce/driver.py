@@ -65,13 +65,36 @@ def _close_killed(rec: dict, run: Run, step: int) -> None:
 
 
 def train_run(run: Run, quiet: bool) -> dict:
-    from ..rundir import write_atomic
+    """Train (or resume) one run, recording the session in RUN/reproduce.json. Everything here
+    happens under the run's lock: a second process that reaches a run another one is training
+    (a driver beside a hand-started run) stops with the lock's one-line error before it reads
+    the run's state, and so neither clears the folder of a run in its first steps nor leaves a
+    session record that the other then closes as its own (both happened before the lock was
+    taken first: 2026-12-01, sVAE (16))."""
+    from ..rundir import RunLock
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun's other ranks write nothing
+        return _train_run(run, quiet, None)
+    lock = RunLock(run.out).acquire()
+    try:
+        return _train_run(run, quiet, lock)
+    finally:
+        lock.release()
+
+
+def _clear_folder(out, keep: str) -> None:
+    for p in out.iterdir():
+        if p.name != keep:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def _train_run(run: Run, quiet: bool, lock) -> dict:
+    from ..rundir import LOCK, write_atomic
     from ..train import train
     status, step = train_state(run)
     if status == "done":
         return {"status": "finished", "step": step, "skipped": True}
     if status == "new" and run.out.exists():  # killed before its first checkpoint: start again
-        shutil.rmtree(run.out)
+        _clear_folder(run.out, keep=LOCK)  # not the lock file: it is what we hold
     resume = status == "partial"
     command = train_command(run, resume)
     print(f"[{run.name}] {'resuming at step ' + str(step) if resume else 'training'}: {command}", flush=True)
@@ -86,7 +109,7 @@ def train_run(run: Run, quiet: bool) -> dict:
         write_atomic(rec_path, json.dumps(rec, indent=1))
     overrides = {k: getattr(run.tc, k) for k in ("max_steps", "max_epochs", "device", "data_dir")
                  if getattr(run.tc, k) is not None}  # data_dir null: the run keeps the folder it recorded
-    res = train(run.mc, run.tc, run.out, resume=resume, overrides=overrides, quiet=quiet)
+    res = train(run.mc, run.tc, run.out, resume=resume, overrides=overrides, quiet=quiet, held_lock=lock)
     rec = read_json(rec_path, {"sessions": []})
     if not (rec["sessions"] and rec["sessions"][-1].get("status") == "running"):
         rec["sessions"].append(session)
