@@ -283,6 +283,24 @@ def test_a_run_another_process_is_training_is_left_alone(tmp_path, capsys):
                                                                                       (2, 4, "finished")]
 
 
+def test_a_never_checkpointed_run_that_fails_at_once_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    """Clearing a run that stopped before its first checkpoint keeps the lock file it holds; if
+    training then fails at once, the folder is removed (only the lock file was left in it), so
+    nothing takes the run for a started one."""
+    import sentencemim.train
+    cfg = write_config(tmp_path, variants=["mim"])
+    run = tmp_path / "runs" / "mim-2-s0"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("{}\n")
+
+    def fails(*a, **k):
+        raise UserError("fails at once")
+    monkeypatch.setattr(sentencemim.train, "train", fails)
+    assert main(["reproduce", str(cfg), "--no-eval", "--quiet"]) != 0
+    assert "fails at once" in capsys.readouterr().err
+    assert not run.exists()
+
+
 def test_external_run_is_snapshotted_not_trained(tmp_path, capsys):
     cfg = write_config(tmp_path, variants=["mim"])
     assert main(["reproduce", str(cfg), "--no-eval", "--quiet"]) == 0

@@ -72,7 +72,7 @@ def train_run(run: Run, quiet: bool) -> dict:
     session record that the other then closes as its own (both happened before the lock was
     taken first: 2026-12-01, sVAE (16))."""
     from ..rundir import RunLock
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun's other ranks write nothing
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun's other ranks: no lock, no clearing, no records
         return _train_run(run, quiet, None)
     lock = RunLock(run.out).acquire()
     try:
@@ -93,8 +93,9 @@ def _train_run(run: Run, quiet: bool, lock) -> dict:
     status, step = train_state(run)
     if status == "done":
         return {"status": "finished", "step": step, "skipped": True}
-    if status == "new" and run.out.exists():  # killed before its first checkpoint: start again
+    if status == "new" and run.out.exists() and lock:  # killed before its first checkpoint: start again
         _clear_folder(run.out, keep=LOCK)  # not the lock file: it is what we hold
+        lock.created = True  # a run that then fails at once leaves no folder behind, as before
     resume = status == "partial"
     command = train_command(run, resume)
     print(f"[{run.name}] {'resuming at step ' + str(step) if resume else 'training'}: {command}", flush=True)
@@ -102,7 +103,7 @@ def _train_run(run: Run, quiet: bool, lock) -> dict:
     rec_path = run.out / "reproduce.json"
     session = {"started": started, "started_unix": time.time(), "status": "running", "step_from": step,
                "command": command, "commit": commit(), "machine": machine()}
-    if resume:  # recorded now, so that a driver killed mid-session still leaves its record
+    if resume and lock:  # recorded now, so that a driver killed mid-session still leaves its record
         rec = read_json(rec_path, {"sessions": []})
         _close_killed(rec, run, step)
         rec["sessions"].append(session)
@@ -110,6 +111,8 @@ def _train_run(run: Run, quiet: bool, lock) -> dict:
     overrides = {k: getattr(run.tc, k) for k in ("max_steps", "max_epochs", "device", "data_dir")
                  if getattr(run.tc, k) is not None}  # data_dir null: the run keeps the folder it recorded
     res = train(run.mc, run.tc, run.out, resume=resume, overrides=overrides, quiet=quiet, held_lock=lock)
+    if not lock:
+        return res
     rec = read_json(rec_path, {"sessions": []})
     if not (rec["sessions"] and rec["sessions"][-1].get("status") == "running"):
         rec["sessions"].append(session)

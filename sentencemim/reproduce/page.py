@@ -139,9 +139,11 @@ def write_page(cfg: dict, analyses: list, command: str, pending: list[str] = ())
     figdir = Path(rep_cfg.get("figures", page.with_suffix("")))
     runs = [a for _, a in analyses]
     # runs with their own held-out settings (run_heldout) carry them under settings.heldout
-    # Fig. 5 also extrapolates each MELBO to the language models' exact NLL (all test sentences)
+    # Fig. 5 also extrapolates each MELBO to the language models' exact NLL, where the language
+    # model was evaluated on the same sentences as every run (its mean is not comparable otherwise)
     lm_nll = {f"exact NLL, language model ({a['name']})": a["report"]["exact"]["nll_per_sentence"]
-              for _, a in lms if "exact" in a["report"]}
+              for _, a in lms if "exact" in a["report"]
+              and all(r["report"].get("sentences") == a["report"].get("sentences") for r in runs)}
     write_report(runs, figdir, rc, command + " (report.write_report)", reference=lm_nll,
                  heldout=None if cfg.get("run_heldout") else heldout_settings(cfg))
     rel = figdir.relative_to(page.parent) if figdir.is_relative_to(page.parent) else figdir
