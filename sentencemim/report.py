@@ -82,10 +82,6 @@ def _targets(runs: list[dict], i: int, reference: dict) -> dict:
     run i itself; of each other latent run only its lowest held-out bound (all of them made the
     per-run figures unreadable once a page had several runs); the exact NLL of a language-model
     run; then the reference values."""
-    def label(key, rep, who):
-        prior = "N(0,I)" if key in ("iwae", "heldout") else "training aggregate posterior"
-        return f"{rep[key]['bound']}, prior {prior} ({who})"
-
     out = {}
     for j, r in enumerate(runs):
         rep = r["report"]
@@ -97,7 +93,7 @@ def _targets(runs: list[dict], i: int, reference: dict) -> dict:
             keys = [min(keys, key=lambda k: rep[k]["nll_per_sentence"])]
         for key in keys:
             who = "this model" if j == i else f"{r['name']}'s lowest"
-            out[label(key, rep, who)] = rep[key]["nll_per_sentence"]
+            out[f"{rep[key]['bound']}, prior {SHORT_PRIOR[key]} ({who})"] = rep[key]["nll_per_sentence"]
         if "truth" in rep and j == i:
             out["true NLL (HMM)"] = rep["truth"]["nll_per_sentence"]
     out.update(reference)
