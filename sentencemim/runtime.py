@@ -8,6 +8,7 @@ rank logs and saves.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -73,6 +74,12 @@ def setup(device: str = "auto", seed: int = 0) -> Runtime:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
+        # torch.distributed.nn.functional takes group.WORLD as a default argument, so if it is
+        # first imported after the group exists (DDP's constructor imports it, through
+        # torch._dynamo) it holds the group for good: destroy_process_group then cannot free
+        # it, its gloo threads outlive teardown, and now and then they abort the process at
+        # exit ("terminate called without an active exception"). Imported first, it holds None.
+        importlib.import_module("torch.distributed.nn")  # (`import torch.x` here would make torch local)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     torch.manual_seed(seed)  # the same initial weights on every rank
     return Runtime(rank, world, local, dev)

@@ -112,12 +112,26 @@ def test_cli_train_and_evaluate_smoke(tmp_path):
     assert 0 <= rep["bleu"]["sentence_bleu1"] <= 1
 
 
+# `smim train` under torchrun, then each rank's threads once it has returned
+_TORCHRUN_TRAIN = """
+import os, sys
+from sentencemim.cli import main
+code = main(sys.argv[1:])
+threads = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+print("rank", os.environ["RANK"], "threads after train:", threads, file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def test_torchrun_two_processes_train_in_step(tmp_path):
-    """DDP through torchrun on CPU (gloo): both ranks take the same number of steps
-    and rank 0 alone writes the run."""
+    """DDP through torchrun on CPU (gloo): both ranks take the same number of steps,
+    rank 0 alone writes the run, and teardown frees the process group: no gloo thread
+    is left to race the interpreter's exit (it used to abort a rank now and then)."""
     run = tmp_path / "ddp"
+    script = tmp_path / "train_then_threads.py"
+    script.write_text(_TORCHRUN_TRAIN)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "sentencemim.cli", "train", "--corpus", "synthetic", "--embedding-dim", "8", "--hidden-dim", "8",
+           str(script), "train", "--corpus", "synthetic", "--embedding-dim", "8", "--hidden-dim", "8",
            "--latent-dim", "2", "--max-steps", "6", "--log-every", "3", "--out", str(run)]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
@@ -126,6 +140,9 @@ def test_torchrun_two_processes_train_in_step(tmp_path):
     recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in recs if x["kind"] == "train"] == [3, 6]
     assert "world size 2" in r.stderr
+    left = [l for l in r.stderr.splitlines() if "threads after train:" in l]
+    assert len(left) == 2, r.stderr[-2000:]
+    assert not [l for l in left if "gloo" in l], left
 
 
 def test_fused_adam_is_the_same_algorithm_and_old_checkpoints_resume_on_it(tmp_path):
