@@ -156,21 +156,22 @@ def _evaluate_stages(args, model, *datasets):
 
 def cmd_report(args) -> int:
     from .modelio import load_model
-    from .report import analyse_run, parse_reference, write_report
+    from .report import analyse_run, parse_reference, run_labels, write_report
     from .eval.scoring import check_precision
     cfg = ReportConfig(**{k: getattr(args, k) for k in ReportConfig.__dataclass_fields__})
     cfg.validate()
     check_precision(cfg.precision, cfg.device)
     reference = parse_reference(args.reference_nll)
     heldout = _heldout_config(args)
+    labels = run_labels(args.runs)
     runs = []
-    for path in args.runs:
+    for path, label in zip(args.runs, labels):
         model, vocab, info = load_model(path, args.checkpoint, cfg.device)
         ds = _load_eval_split(path, info, cfg.split, args.data_dir, cfg.max_sentences, vocab)
         train_ds = _load_eval_split(path, info, "train", args.data_dir, 0, vocab) if cfg.iwae_k and cfg.agg_prior_m else None
         valid = (_valid_split(path, info, cfg.split, args.data_dir, heldout.heldout_valid, vocab)
                  if cfg.iwae_k and heldout.method_list() else (None, ""))
-        runs.append(analyse_run(Path(path).name, model, vocab, info, ds, train_ds, cfg, heldout=heldout, valid=valid))
+        runs.append(analyse_run(label, model, vocab, info, ds, train_ds, cfg, heldout=heldout, valid=valid))
     page = write_report(runs, args.out, cfg, "smim report " + " ".join(sys.argv[2:]), reference, heldout)
     print(f"wrote {page}")
     return 0

@@ -210,7 +210,7 @@ def markdown(runs: list[dict], cfg: ReportConfig, targets: list[dict], command: 
     if cfg.precision != "fp32":
         from .eval.terms import PRECISION_WHAT
         L += [f"**Approximate numbers:** {PRECISION_WHAT[cfg.precision]}.", ""]
-    for r in runs:
+    for r, slug in zip(runs, _slugs(runs)):
         rep = r["report"]
         L += [f"## {r['name']}: {r['objective']}, latent {r['latent_dim']}, hidden {r['hidden_dim']}, "
               f"corpus {r['corpus']}, step {r['step']}", "",
@@ -259,12 +259,12 @@ def markdown(runs: list[dict], cfg: ReportConfig, targets: list[dict], command: 
             L += [f"- `{ref}` -> `{hyp}`" for ref, hyp in ex]
             L.append("")
         f3 = rep["fig3"]
-        L += [f"![Fig. 3]({_slug(r)}-fig3.png)", "",
+        L += [f"![Fig. 3]({slug}-fig3.png)", "",
               f"Fig. 3 ({f3['what']}): mean log p(x_i|z_j) {f3['log_px_same_mean']:.1f} (i = j) vs "
               f"{f3['log_px_other_mean']:.1f} (i != j) nats; mean log q(z_i|x_j) {f3['log_qz_same_mean']:.1f} vs "
               f"{f3['log_qz_other_mean']:.1f}.", ""]
         f5 = rep["fig5"]
-        L += [f"![Fig. 5]({_slug(r)}-fig5.png)", "", f"Fig. 5: {f5['what']}. At K = N = {f5['N']}: "
+        L += [f"![Fig. 5]({slug}-fig5.png)", "", f"Fig. 5: {f5['what']}. At K = N = {f5['N']}: "
               f"{f5['mean'][-1]:.2f} nats; std at K = {f5['sizes'][len(f5['sizes']) // 2]}: "
               f"{f5['std'][len(f5['sizes']) // 2]:.2f}. Extrapolated with the mean reconstruction term fixed "
               f"({f5['rec_mean']:.2f}), the MELBO would equal:", ""]
@@ -273,7 +273,7 @@ def markdown(runs: list[dict], cfg: ReportConfig, targets: list[dict], command: 
             L.append(f"- {label} = {t:.2f} nats/sentence: " + (
                 f"at a test set of K = 10^{lk:.1f} sentences" if lk >= 0 else
                 "never (the MELBO is above it at every K >= 1: its reconstruction term alone exceeds it)"))
-        L += ["", f"![Figs. 6-8]({_slug(r)}-fig6.png)", "",
+        L += ["", f"![Figs. 6-8]({slug}-fig6.png)", "",
               "Per-sentence bounds: MELBO_i = -log p(x_i|z_i) + log N (eqn 16 summand), ELBO_i (analytic KL), "
               "IWAE_i under both priors" + (", true NLL_i" if "truth" in rep else "") + ".", ""]
         t = rep["timing_s"]
@@ -291,8 +291,35 @@ def _threads():
     return torch.get_num_threads()
 
 
-def _slug(run):
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in run["name"])
+def run_labels(paths) -> list[str]:
+    """Each run's name on the page: its folder's name, or as many trailing parts of its path as
+    tell it apart from the other runs' (runs/a/smim and runs/b/smim are a/smim and b/smim). A
+    run given twice is refused: its results would be reported twice under one name."""
+    full = [Path(p).resolve().parts for p in paths]
+    for i, p in enumerate(full):
+        if p in full[:i]:
+            raise UserError(f"{paths[i]} is given twice (as {paths[full.index(p)]} too); give each run once")
+    labels = []
+    for i, p in enumerate(full):
+        k = 1
+        while k < len(p) and any(q[-k:] == p[-k:] for j, q in enumerate(full) if j != i):
+            k += 1
+        labels.append("/".join(p[-k:]))
+    return labels
+
+
+def _slugs(runs) -> list[str]:
+    """File-name stems for the runs' figures and arrays, one per run and all different (two names
+    may map to one stem: a.b and a-b)."""
+    out = []
+    for run in runs:
+        base = "".join(c if c.isalnum() or c in "-_" else "-" for c in run["name"])
+        slug, n = base, 1
+        while slug in out:
+            n += 1
+            slug = f"{base}-{n}"
+        out.append(slug)
+    return out
 
 
 def write_report(runs: list[dict], out: str | Path, cfg: ReportConfig, command: str,
@@ -301,8 +328,7 @@ def write_report(runs: list[dict], out: str | Path, cfg: ReportConfig, command: 
     out.mkdir(parents=True, exist_ok=True)
     targets = [_targets(runs, i, reference or {}) for i in range(len(runs))]
     results = []
-    for r, tg in zip(runs, targets):
-        slug = _slug(r)
+    for r, tg, slug in zip(runs, targets, _slugs(runs)):
         _fig3(r, out / f"{slug}-fig3.png")
         _fig5(r, tg, out / f"{slug}-fig5.png")
         _fig6(r, out / f"{slug}-fig6.png")

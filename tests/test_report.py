@@ -104,3 +104,35 @@ def test_fig5_targets_are_this_models_bounds_the_others_lowest_and_the_language_
                    "exact NLL, language model (lm)": 109.3,
                    "paper": 67.5}
     assert _targets(runs, 1, {})["tightest (components), prior training aggregate posterior (a's lowest)"] == 150.0
+
+
+def test_runs_with_one_folder_name_get_different_labels_and_files(tmp_path):
+    """Two runs named smim in different folders used to share one name on the page: one's
+    values overwrote the other's figures and Fig. 5 targets."""
+    from sentencemim.report import _slugs, run_labels
+    a, b, c = tmp_path / "x" / "smim", tmp_path / "y" / "smim", tmp_path / "x" / "vae"
+    assert run_labels([a, b, c]) == ["x/smim", "y/smim", "vae"]
+    assert run_labels([tmp_path / "p" / "q" / "r", tmp_path / "s" / "q" / "r"]) == ["p/q/r", "s/q/r"]
+    assert run_labels([a]) == ["smim"]
+    with pytest.raises(UserError, match="given twice"):
+        run_labels([a, tmp_path / "x" / ".." / "x" / "smim"])
+    # file stems: distinct even where two names map to one stem
+    assert _slugs([{"name": n} for n in ("x/smim", "y/smim", "a.b", "a-b", "a-b-2")]) == \
+        ["x-smim", "y-smim", "a-b", "a-b-2", "a-b-2-2"]
+
+
+def test_report_of_two_runs_with_one_folder_name_keeps_both(tiny_run, tmp_path, monkeypatch):
+    import shutil
+    monkeypatch.setenv("SENTENCEMIM_DATA", str(tiny_run.parent / "data"))
+    twin = tmp_path / "other" / tiny_run.name
+    shutil.copytree(tiny_run, twin)
+    out = tmp_path / "rep"
+    assert main(["report", str(tiny_run), str(twin), "--out", str(out), "--max-sentences", "20", "--iwae-k", "2",
+                 "--agg-prior-m", "0", "--repeats", "1", "--fig3-n", "4", "--fig5-trials", "2"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in res["runs"]]
+    assert len(set(names)) == 2 and names[1] == f"other/{tiny_run.name}", names
+    figs = sorted(p.name for p in out.glob("*-fig5.png"))
+    assert len(figs) == 2, figs
+    page = (out / "report.md").read_text()
+    assert all(f"({f})" in page for f in figs)
