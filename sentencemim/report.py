@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import asdict
@@ -292,19 +293,22 @@ def _threads():
 
 
 def run_labels(paths) -> list[str]:
-    """Each run's name on the page: its folder's name, or as many trailing parts of its path as
-    tell it apart from the other runs' (runs/a/smim and runs/b/smim are a/smim and b/smim). A
-    run given twice is refused: its results would be reported twice under one name."""
-    full = [Path(p).resolve().parts for p in paths]
-    for i, p in enumerate(full):
-        if p in full[:i]:
-            raise UserError(f"{paths[i]} is given twice (as {paths[full.index(p)]} too); give each run once")
+    """Each run's name on the page: its folder's name (a checkpoint file: its folder's and its
+    own), or as many trailing parts of its path as tell it apart from the other runs' (runs/a/smim
+    and runs/b/smim are a/smim and b/smim). The parts are those of the path as given, made
+    absolute but not resolved, so a link keeps the name it was given by. A run given twice is
+    refused: its results would be reported twice under one name."""
+    real = [Path(p).resolve() for p in paths]
+    for i, p in enumerate(real):
+        if p in real[:i]:
+            raise UserError(f"{paths[i]} is given twice (as {paths[real.index(p)]} too); give each run once")
+    full = [Path(os.path.abspath(p)).parts[1:] for p in paths]  # without the root
     labels = []
     for i, p in enumerate(full):
-        k = 1
+        k = 2 if real[i].is_file() else 1
         while k < len(p) and any(q[-k:] == p[-k:] for j, q in enumerate(full) if j != i):
             k += 1
-        labels.append("/".join(p[-k:]))
+        labels.append("/".join(p[-k:]) or "/")
     return labels
 
 

@@ -116,6 +116,17 @@ def test_runs_with_one_folder_name_get_different_labels_and_files(tmp_path):
     assert run_labels([a]) == ["smim"]
     with pytest.raises(UserError, match="given twice"):
         run_labels([a, tmp_path / "x" / ".." / "x" / "smim"])
+    # checkpoint files are named with their run's folder; a link by the name it was given
+    for d in (a, b):
+        d.mkdir(parents=True)
+        (d / "checkpoint-best.pt").write_bytes(b"")
+    assert run_labels([a / "checkpoint-best.pt", b / "checkpoint-best.pt", c]) == \
+        ["x/smim/checkpoint-best.pt", "y/smim/checkpoint-best.pt", "vae"]
+    assert run_labels([a / "checkpoint-best.pt"]) == ["smim/checkpoint-best.pt"]
+    (tmp_path / "best").symlink_to(a)
+    assert run_labels([tmp_path / "best", b]) == ["best", "smim"]
+    with pytest.raises(UserError, match="given twice"):
+        run_labels([tmp_path / "best", a])
     # file stems: distinct even where two names map to one stem
     assert _slugs([{"name": n} for n in ("x/smim", "y/smim", "a.b", "a-b", "a-b-2")]) == \
         ["x-smim", "y-smim", "a-b", "a-b-2", "a-b-2-2"]
