@@ -211,7 +211,7 @@ def markdown(runs: list[dict], cfg: ReportConfig, targets: list[dict], command: 
     if cfg.precision != "fp32":
         from .eval.terms import PRECISION_WHAT
         L += [f"**Approximate numbers:** {PRECISION_WHAT[cfg.precision]}.", ""]
-    for r, slug in zip(runs, _slugs(runs)):
+    for r, slug in zip(runs, file_stems(runs)):
         rep = r["report"]
         L += [f"## {r['name']}: {r['objective']}, latent {r['latent_dim']}, hidden {r['hidden_dim']}, "
               f"corpus {r['corpus']}, step {r['step']}", "",
@@ -312,7 +312,7 @@ def run_labels(paths) -> list[str]:
     return labels
 
 
-def _slugs(runs) -> list[str]:
+def file_stems(runs) -> list[str]:
     """File-name stems for the runs' figures and arrays, one per run and all different (two names
     may map to one stem: a.b and a-b)."""
     out = []
@@ -332,7 +332,7 @@ def write_report(runs: list[dict], out: str | Path, cfg: ReportConfig, command: 
     out.mkdir(parents=True, exist_ok=True)
     targets = [_targets(runs, i, reference or {}) for i in range(len(runs))]
     results = []
-    for r, tg, slug in zip(runs, targets, _slugs(runs)):
+    for r, tg, slug in zip(runs, targets, file_stems(runs)):
         _fig3(r, out / f"{slug}-fig3.png")
         _fig5(r, tg, out / f"{slug}-fig5.png")
         _fig6(r, out / f"{slug}-fig6.png")

@@ -109,7 +109,7 @@ def test_fig5_targets_are_this_models_bounds_the_others_lowest_and_the_language_
 def test_runs_with_one_folder_name_get_different_labels_and_files(tmp_path):
     """Two runs named smim in different folders used to share one name on the page: one's
     values overwrote the other's figures and Fig. 5 targets."""
-    from sentencemim.report import _slugs, run_labels
+    from sentencemim.report import file_stems, run_labels
     a, b, c = tmp_path / "x" / "smim", tmp_path / "y" / "smim", tmp_path / "x" / "vae"
     assert run_labels([a, b, c]) == ["x/smim", "y/smim", "vae"]
     assert run_labels([tmp_path / "p" / "q" / "r", tmp_path / "s" / "q" / "r"]) == ["p/q/r", "s/q/r"]
@@ -128,7 +128,7 @@ def test_runs_with_one_folder_name_get_different_labels_and_files(tmp_path):
     with pytest.raises(UserError, match="given twice"):
         run_labels([tmp_path / "best", a])
     # file stems: distinct even where two names map to one stem
-    assert _slugs([{"name": n} for n in ("x/smim", "y/smim", "a.b", "a-b", "a-b-2")]) == \
+    assert file_stems([{"name": n} for n in ("x/smim", "y/smim", "a.b", "a-b", "a-b-2")]) == \
         ["x-smim", "y-smim", "a-b", "a-b-2", "a-b-2-2"]
 
 

@@ -126,7 +126,7 @@ STATE_HEADER = ["| run | state | step | epochs (budget) | best validation object
 def write_page(cfg: dict, analyses: list, command: str, pending: list[str] = ()) -> Path:
     """The results page (Tables 2, 6, 7; Figs. 3, 5, 6 via report.write_report) beside the paper.
     `pending`: a STATE_HEADER row for each of the config's runs with no evaluation yet."""
-    from ..report import _slugs, write_report
+    from ..report import file_stems, write_report
     rc, _ = eval_settings(cfg, None)
     rep_cfg = cfg.get("report", {})
     # the language models (no latent) have an exact NLL and nothing else: they are the reference
@@ -341,7 +341,7 @@ def write_page(cfg: dict, analyses: list, command: str, pending: list[str] = ())
                                 ("Fig. 5: MELBO vs test-set size", "fig5", f"{rc.fig5_trials} subsets per size"),
                                 ("Fig. 6: per-sentence bounds", "fig6", "all evaluated sentences")):
         L += [f"### {title} ({what})", ""]
-        for (r, a), slug in zip(analyses, _slugs(runs)):  # the file names write_report gave them
+        for (r, a), slug in zip(analyses, file_stems(runs)):  # the file names write_report gave them
             L += [f"{lab(r)}, step {a['step']}:", "", f"![{suffix} {r.name}]({rel}/{slug}-{suffix}.png)", ""]
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(L) + "\n")
